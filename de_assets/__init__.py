@@ -1,0 +1,1 @@
+"""de_assets: the data engineering lifecycle as Dagster software-defined assets."""

@@ -1,0 +1,1 @@
+"""Generation: simulated source systems (an OLTP shop database and a clickstream landing folder)."""

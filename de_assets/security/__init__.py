@@ -1,0 +1,1 @@
+"""Security undercurrent: identifier and path checks, secret redaction."""
