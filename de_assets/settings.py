@@ -1,0 +1,167 @@
+"""The one place environment variables become settings and resources.
+
+Nothing here runs at import. :func:`load_settings` is called once when the Definitions are built
+(the partitions' start date shapes the graph) and by the CLI. Resources receive an
+:class:`dagster.EnvVar` for every variable that is set, so secrets such as database passwords are
+resolved at run time and never shown in the Dagster UI; unset variables get the embedded default
+under ``DE_ASSETS_HOME``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import fsspec
+import sqlalchemy as sa
+
+from de_assets.security.redaction import redact_sqlalchemy_url, redact_url
+
+HOME = "DE_ASSETS_HOME"
+SOURCE_DB_URL = "DE_ASSETS_SOURCE_DB_URL"
+LANDING_DIR = "DE_ASSETS_LANDING_DIR"
+HOT_URL = "DE_ASSETS_HOT_URL"
+COLD_URL = "DE_ASSETS_COLD_URL"
+LEDGER_DIR = "DE_ASSETS_LEDGER_DIR"
+START_DATE = "DE_ASSETS_START_DATE"
+
+DEFAULT_HOME = "./.de_assets"
+DEFAULT_HISTORY_DAYS = 90
+
+
+class SettingsError(ValueError):
+    """A setting with a bad value: the message names the variable and what it expected."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One resolved setting: its value, and whether it came from the environment."""
+
+    variable: str
+    value: str
+    from_env: bool
+
+    def config(self) -> str | dg.EnvVar:
+        """Resource config: the variable itself when set (resolved at run time), else the default."""
+        return dg.EnvVar(self.variable) if self.from_env else self.value
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    source_db_url: Setting
+    landing_dir: Setting
+    hot_url: Setting
+    cold_url: Setting
+    ledger_dir: Setting
+    start_date: dt.date
+
+
+def _sqlalchemy_url(variable: str, value: str) -> str:
+    try:
+        url = sa.make_url(value)
+        url.get_dialect()
+    except Exception as error:
+        raise SettingsError(
+            f"{variable} must be a SQLAlchemy database URL whose driver is installed, such as "
+            f"'duckdb:////abs/path/hot.duckdb', 'sqlite:////abs/path/shop.sqlite' or "
+            f"'postgresql+psycopg://user:***@host/db'; got {redact_sqlalchemy_url(value)!r} ({type(error).__name__}: "
+            f"{redact_sqlalchemy_url(str(error)) if '://' in str(error) else error})"
+        ) from None
+    return value
+
+
+def _storage_url(variable: str, value: str) -> str:
+    if not value.strip():
+        raise SettingsError(
+            f"{variable} must be a folder path or an fsspec URL (e.g. s3://bucket/prefix); got ''"
+        )
+    protocol = fsspec.utils.get_protocol(value)
+    try:
+        fsspec.get_filesystem_class(protocol)
+    except (ImportError, ValueError) as error:
+        raise SettingsError(
+            f"{variable} must be a folder path or an fsspec URL with an installed filesystem "
+            f"(file, s3 with s3fs, ...); got {redact_url(value)!r}: {error}"
+        ) from None
+    return value
+
+
+def _local_folder(variable: str, value: str) -> str:
+    if fsspec.utils.get_protocol(value) not in ("file", "local"):
+        raise SettingsError(f"{variable} must be a local folder path; got {redact_url(value)!r}")
+    return value
+
+
+def _start_date(value: str | None, today: dt.date) -> dt.date:
+    if value is None:
+        return today - dt.timedelta(days=DEFAULT_HISTORY_DAYS)
+    try:
+        start = dt.date.fromisoformat(value.strip())
+    except ValueError:
+        raise SettingsError(f"{START_DATE} must be a date as YYYY-MM-DD (UTC); got {value!r}") from None
+    if start >= today:
+        raise SettingsError(
+            f"{START_DATE} must be before today ({today.isoformat()} UTC) so that at least one complete "
+            f"daily partition exists; got {start.isoformat()}"
+        )
+    return start
+
+
+def load_settings(env: Mapping[str, str] | None = None, today: dt.date | None = None) -> Settings:
+    """Read and validate every setting; raises :class:`SettingsError` naming the variable at fault."""
+    env = os.environ if env is None else env
+    today = today or dt.datetime.now(dt.UTC).date()
+    home = Path(env.get(HOME) or DEFAULT_HOME).expanduser().resolve()
+    if home.exists() and not home.is_dir():
+        raise SettingsError(f"{HOME} must be a folder; {home} is a file")
+
+    def setting(variable: str, default: str, check: object) -> Setting:
+        raw = env.get(variable)
+        value = raw if raw else default
+        check(variable, value)  # type: ignore[operator]
+        return Setting(variable, value, from_env=bool(raw))
+
+    return Settings(
+        home=home,
+        source_db_url=setting(SOURCE_DB_URL, f"sqlite:///{home / 'source' / 'shop.sqlite'}", _sqlalchemy_url),
+        landing_dir=setting(LANDING_DIR, str(home / "landing"), _storage_url),
+        hot_url=setting(HOT_URL, f"duckdb:///{home / 'hot' / 'warehouse.duckdb'}", _sqlalchemy_url),
+        cold_url=setting(COLD_URL, str(home / "cold"), _storage_url),
+        ledger_dir=setting(LEDGER_DIR, str(home / "ledger"), _local_folder),
+        start_date=_start_date(env.get(START_DATE), today),
+    )
+
+
+# Resource keys; assets name the tier they live in with ``io_manager_key=HOT`` or ``COLD``.
+HOT = "hot"
+COLD = "cold"
+
+
+def build_resources(settings: Settings) -> dict[str, object]:
+    """Every resource the Definitions bind, configured from the settings."""
+    # Imported here so that reading settings (e.g. in the CLI) stays light.
+    from de_assets.generation.resources import (
+        DefectLedgerResource,
+        LandingFolderResource,
+        ShopDatabaseResource,
+        SimulationResource,
+    )
+    from de_assets.storage.cold import ColdTierIOManager
+    from de_assets.storage.hot import HotTierIOManager
+
+    cold = ColdTierIOManager(root=settings.cold_url.config())
+    return {
+        HOT: HotTierIOManager(url=settings.hot_url.config()),
+        COLD: cold,
+        # Anything that forgets to pick a tier lands in cold Parquet, never in pickles.
+        "io_manager": cold,
+        "shop": ShopDatabaseResource(url=settings.source_db_url.config()),
+        "landing": LandingFolderResource(root=settings.landing_dir.config()),
+        "ledger": DefectLedgerResource(folder=settings.ledger_dir.config()),
+        "simulation": SimulationResource(),
+    }

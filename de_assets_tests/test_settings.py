@@ -1,0 +1,58 @@
+import datetime as dt
+
+import dagster as dg
+import pytest
+
+from de_assets import settings as s
+from de_assets.settings import SettingsError, load_settings
+
+TODAY = dt.date(2026, 11, 22)
+
+
+def test_defaults_live_under_home(tmp_path):
+    loaded = load_settings({s.HOME: str(tmp_path)}, today=TODAY)
+    assert loaded.home == tmp_path.resolve()
+    assert loaded.source_db_url.value == f"sqlite:///{tmp_path}/source/shop.sqlite"
+    assert loaded.hot_url.value == f"duckdb:///{tmp_path}/hot/warehouse.duckdb"
+    assert loaded.cold_url.value == str(tmp_path / "cold")
+    assert loaded.landing_dir.value == str(tmp_path / "landing")
+    assert loaded.start_date == TODAY - dt.timedelta(days=s.DEFAULT_HISTORY_DAYS)
+    # Defaults are plain values; nothing comes from the environment.
+    assert loaded.hot_url.config() == loaded.hot_url.value
+
+
+def test_set_variables_reach_resources_as_env_vars(tmp_path):
+    url = "sqlite:////tmp/elsewhere.sqlite"
+    loaded = load_settings({s.HOME: str(tmp_path), s.HOT_URL: url, s.START_DATE: "2026-01-01"}, today=TODAY)
+    assert loaded.hot_url.value == url
+    assert loaded.hot_url.config() == dg.EnvVar(s.HOT_URL)
+    assert loaded.start_date == dt.date(2026, 1, 1)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        (s.HOT_URL, "nonsense", "DE_ASSETS_HOT_URL must be a SQLAlchemy database URL"),
+        (s.SOURCE_DB_URL, "nosuchdialect://x/y", "DE_ASSETS_SOURCE_DB_URL must be a SQLAlchemy"),
+        (s.COLD_URL, "nosuchproto://bucket/x", "DE_ASSETS_COLD_URL must be a folder path or an fsspec URL"),
+        (s.LEDGER_DIR, "memory://x", "DE_ASSETS_LEDGER_DIR must be a local folder"),
+        (s.START_DATE, "03/01/2026", "DE_ASSETS_START_DATE must be a date as YYYY-MM-DD"),
+        (s.START_DATE, "2026-11-22", "DE_ASSETS_START_DATE must be before today"),
+    ],
+)
+def test_bad_values_fail_fast_naming_the_variable(tmp_path, variable, value, expected):
+    with pytest.raises(SettingsError, match=expected):
+        load_settings({s.HOME: str(tmp_path), variable: value}, today=TODAY)
+
+
+def test_errors_never_show_a_password(tmp_path):
+    with pytest.raises(SettingsError) as caught:
+        load_settings({s.HOME: str(tmp_path), s.HOT_URL: "nosuchdialect://admin:hunter2@db/x"}, today=TODAY)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_home_that_is_a_file_is_refused(tmp_path):
+    file = tmp_path / "home"
+    file.write_text("")
+    with pytest.raises(SettingsError, match="DE_ASSETS_HOME must be a folder"):
+        load_settings({s.HOME: str(file)}, today=TODAY)
