@@ -9,9 +9,10 @@ import sqlalchemy as sa
 _FILE_DATABASE_BACKENDS = {"sqlite", "duckdb"}
 
 
-def ensure_database_folder(url: str) -> None:
+def ensure_database_folder(url: str | sa.URL) -> None:
     """Create the parent folder of a SQLite/DuckDB file URL; other URLs are left alone."""
     parsed = sa.make_url(url)
     database = parsed.database
-    if parsed.get_backend_name() in _FILE_DATABASE_BACKENDS and database and database != ":memory:":
+    # ":memory:", "md:..." and "file:" URIs are not plain paths.
+    if parsed.get_backend_name() in _FILE_DATABASE_BACKENDS and database and ":" not in database:
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)

@@ -194,5 +194,9 @@ class TierIOManager(dg.ConfigurableIOManager):
                 f"{context.asset_key.to_user_string()}: it was never materialised"
             )
         frame = store.read(table, [k for k in keys if states[k] is PartitionState.PRESENT])
-        context.add_input_metadata({"rows_loaded": len(frame), "partitions_missing": len(missing)})
+        if len(keys) == 1:
+            context.add_input_metadata({"rows_loaded": len(frame), "partitions_missing": len(missing)})
+        else:
+            # Dagster cannot attach input metadata to several partitions (dagster-io/dagster#27940).
+            context.log.info(f"loaded {len(frame)} rows from {len(keys)} partitions ({len(missing)} missing)")
         return frame

@@ -1,0 +1,307 @@
+"""The cold tier: Parquet files on any fsspec filesystem, laid out as a hive-style dataset.
+
+```
+<root>/<stage>/<name>/<field>=<key>/part-0.parquet   partitioned (``day=2024-01-03/``)
+<root>/<stage>/<name>/data.parquet                   unpartitioned
+```
+
+pyarrow.dataset and DuckDB can read a table folder directly. Files they must not see (temporary files
+mid-write, removal markers) start with ``_``, which dataset discovery skips, and do not end in
+``.parquet``, so ``*.parquet`` globs skip them too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import uuid
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from functools import reduce
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fsspec import AbstractFileSystem
+from fsspec.core import url_to_fs
+from fsspec.implementations.local import LocalFileSystem
+
+from de_assets.security.identifiers import UnsafeNameError, safe_column_names
+from de_assets.security.redaction import redact_url
+from de_assets.storage.io_manager import TierIOManager
+from de_assets.storage.schema import merge_schemas
+from de_assets.storage.tier import PartitionKey, PartitionState, TableRef, WriteStats, describe
+
+TIER = "cold"
+PARTITION_FILE = "part-0.parquet"
+UNPARTITIONED_FILE = "data.parquet"
+REMOVED_MARKER = "_REMOVED.json"
+COMPRESSION = "zstd"
+# Footers of many partitions are read in parallel: on object stores each one is a round trip.
+_FOOTER_THREADS = 16
+
+
+def _write_parquet(table: pa.Table, path: str, fs: AbstractFileSystem) -> None:
+    """Write one Parquet file (kept separate so tests can simulate a crash mid-write)."""
+    pq.write_table(table, path, filesystem=fs, compression=COMPRESSION)
+
+
+def _move(fs: AbstractFileSystem, source: str, target: str) -> None:
+    if isinstance(fs, LocalFileSystem):
+        os.replace(source, target)  # atomic, and replaces the target on every OS
+    else:
+        fs.mv(source, target)
+
+
+def _pandas_metadata(schemas: Sequence[pa.Schema], unified: pa.Schema) -> dict[bytes, bytes]:
+    """pandas metadata for ``unified``, so nullable and other pandas dtypes survive a unified read.
+
+    A column keeps the pandas description of the latest file that stored it with exactly the unified
+    type; where the type was widened the description no longer applies and Arrow's default is used.
+    """
+    base: dict[str, Any] | None = None
+    entries: dict[str, Any] = {}
+    for schema in schemas:
+        raw = (schema.metadata or {}).get(b"pandas")
+        if raw is None:
+            continue
+        base = json.loads(raw)
+        for column in base.get("columns", []):
+            name = column.get("field_name")
+            if (
+                not isinstance(name, str)
+                or min(schema.get_field_index(name), unified.get_field_index(name)) < 0
+            ):
+                continue
+            if schema.field(name).type.equals(unified.field(name).type):
+                entries[name] = column
+    if base is None:
+        return {}
+    base["index_columns"] = []
+    base["columns"] = [entries[name] for name in unified.names if name in entries]
+    return {b"pandas": json.dumps(base).encode()}
+
+
+def unify(schemas: Sequence[pa.Schema], where: str) -> pa.Schema:
+    """One schema for several files, by the shared rules of :func:`merge_schemas`, with pandas metadata."""
+    first = schemas[0]
+    if all(schema.equals(first) for schema in schemas[1:]):
+        unified = first
+    else:
+        merged = reduce(lambda a, b: merge_schemas(a, b, where), schemas)
+        # merge_schemas normalises types (large_string → string); where every file agrees, keep the
+        # stored type so those files need no cast.
+        fields = []
+        for field in merged:
+            stored = {s.field(field.name).type for s in schemas if s.get_field_index(field.name) >= 0}
+            fields.append(field.with_type(stored.pop()) if len(stored) == 1 else field)
+        unified = pa.schema(fields)
+    return unified.with_metadata(_pandas_metadata(schemas, unified))
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with exactly ``schema``'s columns: widened where needed, null where absent."""
+    columns = [
+        table.column(field.name).cast(field.type)
+        if table.schema.get_field_index(field.name) >= 0
+        else pa.nulls(table.num_rows, field.type)
+        for field in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+class ColdStore:
+    """Parquet files under ``root``: a local folder or any fsspec URL (``s3://bucket/prefix``)."""
+
+    tier = TIER
+
+    def __init__(self, root: str, storage_options: Mapping[str, Any] | None = None) -> None:
+        self.root = root.rstrip("/")
+        self._storage_options = dict(storage_options or {})
+
+    # --- layout ------------------------------------------------------------------------------------
+
+    def _fs(self) -> tuple[AbstractFileSystem, str]:
+        # A fresh lookup per call: fsspec caches instances, and nothing is held open between calls.
+        fs, base = url_to_fs(self.root, **self._storage_options)
+        return fs, base.rstrip("/")
+
+    @staticmethod
+    def _folder(table: TableRef, key: PartitionKey) -> str:
+        table_dir = f"{table.stage}/{table.name}"
+        return table_dir if key is None else f"{table_dir}/{table.partition_field}={key}"
+
+    @staticmethod
+    def _data_name(table: TableRef) -> str:
+        return UNPARTITIONED_FILE if table.partition_field is None else PARTITION_FILE
+
+    def _data_path(self, base: str, table: TableRef, key: PartitionKey) -> str:
+        return f"{base}/{self._folder(table, key)}/{self._data_name(table)}"
+
+    def location(self, table: TableRef, key: PartitionKey) -> str:
+        key = table.check_key(key)
+        return redact_url(f"{self.root}/{self._folder(table, key)}/{self._data_name(table)}")
+
+    # --- listing -----------------------------------------------------------------------------------
+
+    def _scan(
+        self, fs: AbstractFileSystem, base: str, table: TableRef, keys: Sequence[PartitionKey] | None = None
+    ) -> dict[PartitionKey, set[str]]:
+        """The file names in each partition folder, from one listing (of one folder when one key is asked)."""
+        if table.partition_field is None or (keys is not None and len(keys) == 1):
+            key = keys[0] if table.partition_field is not None and keys else None
+            folder = f"{base}/{self._folder(table, key)}"
+            fs.invalidate_cache(folder)  # another process may have written since fsspec cached a listing
+            try:
+                paths = fs.ls(folder, detail=False)
+            except FileNotFoundError:
+                paths = []
+            return {key: {p.rstrip("/").rsplit("/", 1)[-1] for p in paths}}
+        table_dir = f"{base}/{table.stage}/{table.name}"
+        fs.invalidate_cache(table_dir)
+        prefix = f"{table.partition_field}="
+        found: dict[PartitionKey, set[str]] = {}
+        # find() without maxdepth: object stores answer it with one flat (paged) listing.
+        for path in fs.find(table_dir):
+            *_, folder, name = path.rstrip("/").split("/")
+            if folder.startswith(prefix):
+                found.setdefault(folder[len(prefix) :], set()).add(name)
+        return found
+
+    def _state(self, table: TableRef, names: set[str]) -> PartitionState:
+        if REMOVED_MARKER in names:
+            return PartitionState.REMOVED
+        if self._data_name(table) in names:
+            return PartitionState.PRESENT
+        return PartitionState.MISSING
+
+    def _stored_schema(
+        self,
+        fs: AbstractFileSystem,
+        base: str,
+        table: TableRef,
+        found: Mapping[PartitionKey, set[str]],
+        where: str,
+    ) -> pa.Schema | None:
+        """The unified schema of every data file of the table, from Parquet footers only."""
+        paths = [
+            self._data_path(base, table, key)
+            for key, names in found.items()
+            if self._state(table, names) is PartitionState.PRESENT
+        ]
+        if not paths:
+            return None
+        if len(paths) == 1:
+            schemas = [pq.read_schema(paths[0], filesystem=fs)]
+        else:
+            with ThreadPoolExecutor(max_workers=min(_FOOTER_THREADS, len(paths))) as pool:
+                schemas = list(pool.map(lambda p: pq.read_schema(p, filesystem=fs), paths))
+        return unify(schemas, where)
+
+    # --- TierStore ---------------------------------------------------------------------------------
+
+    def states(self, table: TableRef, keys: Sequence[PartitionKey]) -> dict[PartitionKey, PartitionState]:
+        keys = [table.check_key(k) for k in keys]
+        fs, base = self._fs()
+        found = self._scan(fs, base, table, keys)
+        return {key: self._state(table, found.get(key, set())) for key in keys}
+
+    def write(
+        self, table: TableRef, frames: Mapping[PartitionKey, pd.DataFrame]
+    ) -> dict[PartitionKey, WriteStats]:
+        if not frames:
+            return {}
+        keys = [table.check_key(k) for k in frames]
+        where = describe(self.tier, table, keys)
+        tables: dict[PartitionKey, pa.Table] = {}
+        for key, frame in frames.items():
+            safe_column_names(frame.columns, f"column name in {where}")
+            if table.partition_field is not None and table.partition_field in frame.columns:
+                # pyarrow.dataset refuses the clash and DuckDB silently replaces the column by the folder value.
+                raise UnsafeNameError(
+                    f"refusing column {table.partition_field!r} in {where}: it clashes with the "
+                    f"'{table.partition_field}=' partition folders that dataset readers add as a column; "
+                    f"rename it (e.g. 'event_{table.partition_field}')"
+                )
+            tables[key] = pa.Table.from_pandas(frame, preserve_index=False)
+        fs, base = self._fs()
+        found = self._scan(fs, base, table)
+        # Every frame is checked against the stored files and the other frames before anything is written.
+        schema = self._stored_schema(fs, base, table, found, where)
+        for arrow_table in tables.values():
+            schema = (
+                arrow_table.schema if schema is None else merge_schemas(schema, arrow_table.schema, where)
+            )
+        return {
+            key: self._replace(fs, base, table, key, arrow_table, REMOVED_MARKER in found.get(key, set()))
+            for key, arrow_table in tables.items()
+        }
+
+    def _replace(
+        self,
+        fs: AbstractFileSystem,
+        base: str,
+        table: TableRef,
+        key: PartitionKey,
+        data: pa.Table,
+        was_removed: bool,
+    ) -> WriteStats:
+        folder = f"{base}/{self._folder(table, key)}"
+        target = f"{folder}/{self._data_name(table)}"
+        temporary = f"{folder}/_tmp-{uuid.uuid4().hex}.parquet.tmp"
+        fs.makedirs(folder, exist_ok=True)
+        try:
+            _write_parquet(data, temporary, fs)
+            size = fs.size(temporary)
+            _move(fs, temporary, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                fs.rm_file(temporary)
+            raise
+        if was_removed:
+            # Only after the data is in place: a crash in between leaves the partition REMOVED, not lost.
+            fs.rm_file(f"{folder}/{REMOVED_MARKER}")
+        return WriteStats(rows=data.num_rows, bytes=int(size), location=self.location(table, key))
+
+    def read(self, table: TableRef, keys: Sequence[PartitionKey]) -> pd.DataFrame:
+        keys = [table.check_key(k) for k in keys]
+        where = describe(self.tier, table, keys)
+        fs, base = self._fs()
+        found = self._scan(fs, base, table, keys)
+        present = [k for k in keys if self._state(table, found.get(k, set())) is PartitionState.PRESENT]
+        if not present:
+            schema = self._stored_schema(fs, base, table, self._scan(fs, base, table), where)
+            return pd.DataFrame() if schema is None else schema.empty_table().to_pandas()
+        # partitioning=None: the columns are in the file; the folder name must not add a "day" column.
+        tables = [
+            pq.read_table(self._data_path(base, table, k), filesystem=fs, partitioning=None) for k in present
+        ]
+        schema = unify([t.schema for t in tables], where)
+        tables = [t if t.schema.equals(schema) else _conform(t, schema) for t in tables]
+        combined = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+        return combined.replace_schema_metadata(schema.metadata).to_pandas()
+
+    def remove(self, table: TableRef, key: PartitionKey, reason: str) -> None:
+        key = table.check_key(key)
+        fs, base = self._fs()
+        folder = f"{base}/{self._folder(table, key)}"
+        fs.makedirs(folder, exist_ok=True)
+        marker = {"reason": reason, "removed_at": datetime.now(UTC).isoformat()}
+        # The marker first: a crash before the delete leaves a partition that reads as REMOVED.
+        fs.pipe_file(f"{folder}/{REMOVED_MARKER}", json.dumps(marker).encode())
+        with contextlib.suppress(FileNotFoundError):
+            fs.rm_file(f"{folder}/{self._data_name(table)}")
+
+
+class ColdTierIOManager(TierIOManager):
+    """Stores DataFrames as Parquet under ``root`` (a local folder or any fsspec URL)."""
+
+    root: str
+    # Passed to fsspec (credentials, endpoint); give secrets as dg.EnvVar so they stay out of run config.
+    storage_options: dict[str, str] = {}  # noqa: RUF012 - pydantic copies field defaults
+
+    def build_store(self) -> ColdStore:
+        return ColdStore(self.root, self.storage_options)

@@ -1,0 +1,379 @@
+"""The hot tier: tables in a SQL database reached through any SQLAlchemy URL (embedded DuckDB by default).
+
+Layout: schema = stage, table = asset name (``<stage>__<name>`` on databases without schemas, such as
+SQLite). A partitioned table carries a leading ``_partition`` column. A catalog (schema
+``de_assets_meta``) records each partition's state and each table's declared Arrow schema, pandas
+dtypes included, so reads give back exactly the dtypes that were written on every database.
+
+Every call opens one connection (``NullPool``), runs one transaction and closes it: an embedded DuckDB
+file held open by one process blocks every other process.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+import pandas as pd
+import pyarrow as pa
+import sqlalchemy as sa
+
+from de_assets.orchestration.pools import HOT_TIER_POOL
+from de_assets.security.identifiers import UnsafeNameError, safe_column_names
+from de_assets.security.redaction import redact_sqlalchemy_url
+from de_assets.storage.hot_dialects import KEY_COLUMN, GenericDialect, dialect_for, sql_type
+from de_assets.storage.io_manager import TierIOManager
+from de_assets.storage.schema import merge_schemas, merged_type
+from de_assets.storage.tier import (
+    PartitionKey,
+    PartitionState,
+    StorageError,
+    TableRef,
+    TierStore,
+    WriteStats,
+    describe,
+)
+
+TIER = "hot"
+META_STAGE = "de_assets_meta"
+# Catalog key of an unpartitioned table's single "partition".
+_WHOLE_TABLE = ""
+
+
+class HotTierLockedError(StorageError):
+    """Another process kept the embedded database locked for longer than the lock timeout."""
+
+
+def _same_storage(a: pa.DataType, b: pa.DataType) -> bool:
+    """Equal up to encoding (string vs large_string, dictionary): ``merged_type`` normalises both."""
+    merged = merged_type(a, b)
+    return merged is not None and merged.equals(merged_type(a, a)) and merged.equals(merged_type(b, b))
+
+
+def _pandas_columns(schema: pa.Schema) -> list[dict[str, object]]:
+    return json.loads(schema.metadata[b"pandas"])["columns"] if schema.metadata else []
+
+
+def declare(stored: pa.Schema | None, incoming: pa.Schema, where: str) -> pa.Schema:
+    """The table's new declared schema: types merged by the shared rules, pandas dtypes carried along.
+
+    A column keeps the pandas dtype (``Int64``, ``str``...) of the latest side whose Arrow type is the
+    merged one; a column whose type widened falls back to pandas' default for the merged type.
+    """
+    base = stored if stored is not None else pa.schema([])
+    merged = merge_schemas(base, incoming, where)
+    safe_column_names(merged.names)  # a column differing only in case would clash in SQL
+    entries: dict[str, dict[str, object]] = {}
+    for source in (base, incoming):
+        for entry in _pandas_columns(source):
+            name = str(entry["name"])
+            if name in merged.names and _same_storage(source.field(name).type, merged.field(name).type):
+                entries[name] = entry
+    skeleton = json.loads(incoming.metadata[b"pandas"])
+    skeleton["columns"] = [entries[n] for n in merged.names if n in entries]
+    return merged.with_metadata({b"pandas": json.dumps(skeleton).encode()})
+
+
+def _encode(schema: pa.Schema) -> str:
+    return base64.b64encode(schema.serialize().to_pybytes()).decode("ascii")
+
+
+def _decode(text: str) -> pa.Schema:
+    return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(text)))
+
+
+def _conform(data: pa.Table, declared: pa.Schema) -> pa.Table:
+    """The rows as stored, cast back to the declared types (a database returns its own)."""
+    arrays = [
+        pa.nulls(data.num_rows, f.type) if pa.types.is_null(f.type) else data[f.name].cast(f.type)
+        for f in declared
+    ]
+    return pa.Table.from_arrays(arrays, schema=declared)
+
+
+def _incoming(frame: pd.DataFrame) -> pa.Table:
+    names = safe_column_names(frame.columns)
+    if KEY_COLUMN.lower() in (n.lower() for n in names):
+        raise UnsafeNameError(f"refusing column name {KEY_COLUMN!r}: the hot tier reserves it")
+    return pa.Table.from_pandas(frame, preserve_index=False)
+
+
+def _catalog(qualifier: str, has_schemas: bool) -> tuple[sa.Table, sa.Table]:
+    """The catalog tables: per table its declared schema, per partition its state."""
+    metadata = sa.MetaData()
+    schema, prefix = (qualifier + META_STAGE, "") if has_schemas else (None, f"{META_STAGE}__")
+    tables = sa.Table(
+        f"{prefix}tables",
+        metadata,
+        # <stage>.<name>, or <stage>__<name> without schemas: two assets must not share one.
+        sa.Column("physical_name", sa.String(200), primary_key=True),
+        sa.Column("stage", sa.String(63), nullable=False),
+        sa.Column("table_name", sa.String(63), nullable=False),
+        sa.Column("arrow_schema", sa.Text, nullable=False),  # base64 Arrow IPC, pandas metadata included
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        schema=schema,
+    )
+    partitions = sa.Table(
+        f"{prefix}partitions",
+        metadata,
+        sa.Column("stage", sa.String(63), primary_key=True),
+        sa.Column("table_name", sa.String(63), primary_key=True),
+        sa.Column("partition_key", sa.String(128), primary_key=True),  # '' for an unpartitioned table
+        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("rows", sa.BigInteger, nullable=False),
+        sa.Column("reason", sa.Text),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        schema=schema,
+    )
+    return tables, partitions
+
+
+class _Session:
+    """The statements of one transaction: catalog and table definitions on one connection."""
+
+    def __init__(self, conn: sa.Connection, dialect: GenericDialect) -> None:
+        self.conn = conn
+        self.dialect = dialect
+        self.qualifier = dialect.schema_qualifier(conn)
+        self.tables, self.partitions = _catalog(self.qualifier, dialect.has_schemas)
+        if dialect.has_schemas:
+            conn.execute(sa.schema.CreateSchema(self.qualifier + META_STAGE, if_not_exists=True))
+        for catalog in (self.tables, self.partitions):
+            conn.execute(sa.schema.CreateTable(catalog, if_not_exists=True))
+
+    def definition(self, table: TableRef, declared: pa.Schema) -> sa.Table:
+        columns = [(f.name, sql_type(f.type, self.dialect.null_type)) for f in declared]
+        return self.dialect.sa_table(self.qualifier, table, columns)
+
+    def declared(self, table: TableRef) -> pa.Schema | None:
+        """The table's declared schema, or None if it was never written."""
+        physical = _physical_name(self.dialect, table)
+        t = self.tables.c
+        rows = self.conn.execute(
+            sa.select(t.stage, t.table_name, t.arrow_schema).where(t.physical_name == physical)
+        ).all()
+        if not rows:
+            return None
+        stage, name, encoded = rows[0]
+        if (stage, name) != (table.stage, table.name):
+            raise UnsafeNameError(
+                f"{table.qualified_name} would be stored as {physical}, which already holds {stage}.{name}: "
+                "rename one of the assets"
+            )
+        return _decode(encoded)
+
+    def save_declared(self, table: TableRef, declared: pa.Schema) -> None:
+        physical = _physical_name(self.dialect, table)
+        self.conn.execute(sa.delete(self.tables).where(self.tables.c.physical_name == physical))
+        self.conn.execute(
+            sa.insert(self.tables),
+            {
+                "physical_name": physical,
+                "stage": table.stage,
+                "table_name": table.name,
+                "arrow_schema": _encode(declared),
+                "updated_at": datetime.now(UTC),
+            },
+        )
+
+    def record(
+        self, table: TableRef, states: Mapping[PartitionKey, tuple[PartitionState, int, str | None]]
+    ) -> None:
+        """Upsert the catalog rows of ``states`` (key → state, rows, reason)."""
+        p = self.partitions
+        keys = [key or _WHOLE_TABLE for key in states]
+        self.conn.execute(
+            sa.delete(p).where(
+                p.c.stage == table.stage, p.c.table_name == table.name, p.c.partition_key.in_(keys)
+            )
+        )
+        now = datetime.now(UTC)
+        self.conn.execute(
+            sa.insert(p),
+            [
+                {
+                    "stage": table.stage,
+                    "table_name": table.name,
+                    "partition_key": key,
+                    "state": state.value,
+                    "rows": rows,
+                    "reason": reason,
+                    "updated_at": now,
+                }
+                for key, (state, rows, reason) in zip(keys, states.values(), strict=True)
+            ],
+        )
+
+    def delete(self, target: sa.Table, keys: Sequence[PartitionKey]) -> None:
+        """Delete the rows of ``keys`` (all rows of an unpartitioned table)."""
+        where = self.dialect.key_filter(target, keys)
+        self.conn.execute(sa.delete(target) if where is None else sa.delete(target).where(where))
+
+    def create(self, target: sa.Table) -> None:
+        if target.schema is not None:
+            self.conn.execute(sa.schema.CreateSchema(target.schema, if_not_exists=True))
+        self.conn.execute(sa.schema.CreateTable(target, if_not_exists=True))
+        for index in target.indexes:
+            self.conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
+
+    def evolve(self, old: sa.Table, new: sa.Table) -> None:
+        """Add new columns and alter widened ones so the stored table matches ``new``."""
+        dialect = self.conn.dialect
+        prep = dialect.identifier_preparer
+        for column in new.columns:
+            new_type = column.type.compile(dialect=dialect)
+            if column.name not in old.c:
+                self.conn.exec_driver_sql(
+                    f"ALTER TABLE {prep.format_table(new)} ADD COLUMN {prep.quote(column.name)} {new_type}"
+                )
+            elif self.dialect.alters_types and new_type != old.c[column.name].type.compile(dialect=dialect):
+                self.dialect.alter_type(self.conn, new, column)
+
+
+def _physical_name(dialect: GenericDialect, table: TableRef) -> str:
+    if table.stage == META_STAGE:
+        raise UnsafeNameError(f"refusing stage {META_STAGE!r}: the hot tier's catalog uses it")
+    schema, name = dialect.physical(table)
+    return name if schema is None else f"{schema}.{name}"
+
+
+class HotStore(TierStore):
+    """:class:`TierStore` over a SQLAlchemy URL, e.g. ``duckdb:////abs/path/hot.duckdb``."""
+
+    tier = TIER
+
+    def __init__(self, url: str, lock_timeout_seconds: float = 60.0) -> None:
+        self._url = sa.make_url(url)
+        self._shown_url = redact_sqlalchemy_url(url)
+        self._dialect = dialect_for(self._url)
+        self._lock_timeout = lock_timeout_seconds
+
+    @contextmanager
+    def _session(self) -> Iterator[_Session]:
+        """One connection and one transaction (committed on success); nothing stays open afterwards."""
+        self._dialect.prepare(self._url)
+        engine = sa.create_engine(
+            self._url, poolclass=sa.pool.NullPool, **self._dialect.engine_options(self._lock_timeout)
+        )
+        self._dialect.configure(engine)
+        try:
+            with self._connect(engine) as conn, conn.begin():
+                yield _Session(conn, self._dialect)
+        finally:
+            engine.dispose()
+
+    def _connect(self, engine: sa.Engine) -> sa.Connection:
+        """Connect, waiting with backoff while another process holds the database."""
+        deadline = time.monotonic() + self._lock_timeout
+        delay = 0.05
+        while True:
+            try:
+                return engine.connect()
+            except sa.exc.DBAPIError as error:
+                remaining = deadline - time.monotonic()
+                if not self._dialect.is_lock_error(error):
+                    raise
+                if remaining <= 0:
+                    raise HotTierLockedError(
+                        f"the hot tier database {self._url.database} is locked by another process "
+                        f"(waited {self._lock_timeout:g} s). An embedded database allows one process "
+                        f"at a time: run every step that opens it through the '{HOT_TIER_POOL}' pool "
+                        "(limit 1) and close other sessions on that file."
+                    ) from error
+                time.sleep(min(delay, remaining))
+                delay = min(delay * 2, 1.0)
+
+    def write(
+        self, table: TableRef, frames: Mapping[PartitionKey, pd.DataFrame]
+    ) -> dict[PartitionKey, WriteStats]:
+        """Replace each partition, all in one transaction.
+
+        ``WriteStats.bytes`` is the Arrow in-memory size of the rows written (``pyarrow.Table.nbytes``),
+        not the size on disk.
+        """
+        incoming = {table.check_key(key): _incoming(frame) for key, frame in frames.items()}
+        if not incoming:
+            return {}
+        where = describe(TIER, table, list(incoming))
+        with self._session() as session:
+            stored = session.declared(table)
+            declared = stored
+            for data in incoming.values():
+                declared = declare(declared, data.schema, where)
+            assert declared is not None  # there was at least one frame
+            target = session.definition(table, declared)
+            if stored is None:
+                if not target.columns:
+                    raise ValueError(f"cannot create {where}: the frame has no columns")
+                session.create(target)
+            else:
+                session.evolve(session.definition(table, stored), target)
+            session.delete(target, list(incoming))
+            for key, data in incoming.items():
+                if data.num_rows:
+                    self._dialect.insert(session.conn, target, key, data)
+            session.record(
+                table, {key: (PartitionState.PRESENT, data.num_rows, None) for key, data in incoming.items()}
+            )
+            session.save_declared(table, declared)
+        return {
+            key: WriteStats(rows=data.num_rows, bytes=data.nbytes, location=self.location(table, key))
+            for key, data in incoming.items()
+        }
+
+    def states(self, table: TableRef, keys: Sequence[PartitionKey]) -> dict[PartitionKey, PartitionState]:
+        checked = [table.check_key(k) for k in keys]
+        if not checked:
+            return {}
+        with self._session() as session:
+            p = session.partitions.c
+            rows = session.conn.execute(
+                sa.select(p.partition_key, p.state).where(
+                    p.stage == table.stage,
+                    p.table_name == table.name,
+                    p.partition_key.in_([k or _WHOLE_TABLE for k in checked]),
+                )
+            ).all()
+        found = dict(rows)
+        return {k: PartitionState(found.get(k or _WHOLE_TABLE, PartitionState.MISSING)) for k in checked}
+
+    def read(self, table: TableRef, keys: Sequence[PartitionKey]) -> pd.DataFrame:
+        checked = [table.check_key(k) for k in keys]
+        with self._session() as session:
+            declared = session.declared(table)
+            if declared is None:
+                return pd.DataFrame()
+            plain = declared.remove_metadata()
+            target = session.definition(table, declared)
+            parts = [
+                _conform(self._dialect.select(session.conn, target, plain, key), declared)
+                for key in dict.fromkeys(checked)
+            ]
+        return (pa.concat_tables(parts) if parts else declared.empty_table()).to_pandas()
+
+    def remove(self, table: TableRef, key: PartitionKey, reason: str) -> None:
+        key = table.check_key(key)
+        with self._session() as session:
+            declared = session.declared(table)
+            if declared is not None:
+                session.delete(session.definition(table, declared), [key])
+            session.record(table, {key: (PartitionState.REMOVED, 0, reason)})
+
+    def location(self, table: TableRef, key: PartitionKey) -> str:
+        key = table.check_key(key)
+        place = f"{self._shown_url}#{_physical_name(self._dialect, table)}"
+        return place if key is None else f"{place}/{KEY_COLUMN}={key}"
+
+
+class HotTierIOManager(TierIOManager):
+    """Stores assets as tables in the hot tier database at ``url`` (any SQLAlchemy URL)."""
+
+    url: str
+    lock_timeout_seconds: float = 60.0
+
+    def build_store(self) -> HotStore:
+        return HotStore(self.url, lock_timeout_seconds=self.lock_timeout_seconds)
