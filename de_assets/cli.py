@@ -1,0 +1,161 @@
+"""The ``de-assets`` command: simulate traffic, run the main job, start the Dagster UI."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+from collections.abc import Sequence
+
+from de_assets.settings import Settings, SettingsError, load_settings
+
+DEFAULT_DAYS = 3
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from None
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
+def _days_range(args: argparse.Namespace, today: dt.date) -> list[dt.date]:
+    """The requested days: ``--days`` days from ``--start``, or ending yesterday (UTC) by default."""
+    if args.days < 1:
+        raise SettingsError("--days must be at least 1")
+    start = args.start or today - dt.timedelta(days=args.days)
+    days = [start + dt.timedelta(days=i) for i in range(args.days)]
+    if days[-1] >= today:
+        raise SettingsError(
+            f"the last day requested ({days[-1]}) is not over yet (today is {today} UTC); simulate complete days only"
+        )
+    return days
+
+
+def _add_traffic_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--start", type=_date, help="first day (UTC); default: --days days ending yesterday")
+    parser.add_argument(
+        "--days", type=_positive, default=DEFAULT_DAYS, help=f"number of days (default {DEFAULT_DAYS})"
+    )
+    parser.add_argument("--orders-per-day", type=_positive, default=5_000)
+    parser.add_argument("--events-per-day", type=_positive, default=20_000)
+    parser.add_argument("--seed", type=_positive, default=42)
+    parser.add_argument(
+        "--defect-scale", type=float, default=1.0, help="multiplies every defect rate (0: clean)"
+    )
+    parser.add_argument("--schema-drift-day", type=_date, help="clickstream schema drifts from this day on")
+
+
+def _simulation_config(args: argparse.Namespace) -> dict[str, object]:
+    return {
+        "seed": args.seed,
+        "orders_per_day": args.orders_per_day,
+        "events_per_day": args.events_per_day,
+        "defect_scale": args.defect_scale,
+        "schema_drift_day": args.schema_drift_day.isoformat() if args.schema_drift_day else None,
+    }
+
+
+def _simulate(args: argparse.Namespace, settings: Settings, today: dt.date) -> int:
+    from de_assets.generation.landing import LandingFolder
+    from de_assets.generation.resources import SimulationResource
+    from de_assets.generation.simulator import simulate_clickstream_day, simulate_shop_day
+
+    params = SimulationResource(**_simulation_config(args)).params()
+    landing = LandingFolder(settings.landing_dir.value)
+    for day in _days_range(args, today):
+        shop = simulate_shop_day(settings.source_db_url.value, settings.ledger_dir.value, day, params)
+        clicks = simulate_clickstream_day(landing, settings.ledger_dir.value, day, params, shop.customer_pool)
+        print(
+            f"{day}: {shop.customers_created} customers, {shop.orders_created} orders, "
+            f"{shop.orders_updated} order updates, {shop.orders_deleted + shop.customers_deleted} hard deletes, "
+            f"{clicks.lines} clickstream lines in {len(clicks.files)} files, "
+            f"{shop.defects + clicks.defects} defects in the ledger"
+        )
+    return 0
+
+
+def _run(args: argparse.Namespace, settings: Settings, today: dt.date) -> int:
+    from de_assets.definitions import MAIN_JOB, build_definitions
+    from de_assets.orchestration.instance import local_instance
+
+    days = _days_range(args, today)
+    if days[0] < settings.start_date:
+        raise SettingsError(
+            f"{days[0]} is before the first partition ({settings.start_date}); set DE_ASSETS_START_DATE earlier"
+        )
+    defs = build_definitions(settings)
+    job = defs.resolve_job_def(MAIN_JOB)
+    with local_instance(settings.home) as instance:
+        result = job.execute_in_process(
+            instance=instance,
+            run_config={
+                "resources": {"simulation": {"config": _simulation_config(args)}},
+                # Step-by-step DEBUG events are for the UI; the terminal gets progress and problems.
+                "loggers": {"console": {"config": {"log_level": "INFO"}}},
+            },
+            tags={
+                "dagster/asset_partition_range_start": days[0].isoformat(),
+                "dagster/asset_partition_range_end": days[-1].isoformat(),
+            },
+            raise_on_error=False,
+        )
+    status = "succeeded" if result.success else "FAILED"
+    print(
+        f"{MAIN_JOB} over {days[0]}..{days[-1]} {status} (run {result.run_id}); see it with `de-assets dev`"
+    )
+    return 0 if result.success else 1
+
+
+def _dev(args: argparse.Namespace, settings: Settings) -> int:
+    from de_assets.orchestration.instance import prepare_dagster_home
+
+    env = {**os.environ, "DAGSTER_HOME": str(prepare_dagster_home(settings.home))}
+    command = ["dagster", "dev", "-m", "de_assets.definitions", "-h", args.host, "-p", str(args.port)]
+    os.execvpe(command[0], command, env)
+    return 0  # pragma: no cover
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="de-assets", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    simulate = commands.add_parser("simulate", help="write days of traffic into the source systems")
+    _add_traffic_options(simulate)
+    run = commands.add_parser("run", help="run the main job over days (default: the last 3), in this process")
+    _add_traffic_options(run)
+    dev = commands.add_parser(
+        "dev", help="start the Dagster UI and daemon with the project's instance config"
+    )
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=_positive, default=3000)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    today = dt.datetime.now(dt.UTC).date()
+    try:
+        settings = load_settings(today=today)
+        if args.command == "simulate":
+            return _simulate(args, settings, today)
+        if args.command == "run":
+            return _run(args, settings, today)
+        return _dev(args, settings)
+    except (SettingsError, ValueError) as error:
+        print(f"de-assets: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Orchestration undercurrent: partitions, pools, jobs and the local Dagster instance."""

@@ -1,0 +1,54 @@
+"""The local Dagster instance: the directory dagster reads its configuration (pools!) from."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import warnings
+from importlib import resources
+from pathlib import Path
+
+import dagster as dg
+import yaml
+
+INSTANCE_CONFIG = "dagster.yaml"
+
+
+def instance_config_text() -> str:
+    return resources.files("de_assets.orchestration").joinpath(INSTANCE_CONFIG).read_text()
+
+
+def prepare_dagster_home(home: Path, environ: dict[str, str] | None = None) -> Path:
+    """The DAGSTER_HOME to use, with our instance configuration in it.
+
+    An existing ``$DAGSTER_HOME`` is respected; if its dagster.yaml does not limit pools, a warning
+    says so, because concurrent runs could then block each other on the embedded databases.
+    """
+    environ = os.environ if environ is None else environ  # type: ignore[assignment]
+    chosen = environ.get("DAGSTER_HOME")
+    target = Path(chosen).expanduser().resolve() if chosen else home / "dagster_home"
+    target.mkdir(parents=True, exist_ok=True)
+    config = target / INSTANCE_CONFIG
+    if not chosen or not config.exists():
+        with resources.as_file(
+            resources.files("de_assets.orchestration").joinpath(INSTANCE_CONFIG)
+        ) as source:
+            if not config.exists() or config.read_text() != source.read_text():
+                shutil.copyfile(source, config)
+    else:
+        loaded = yaml.safe_load(config.read_text()) or {}
+        limit = ((loaded.get("concurrency") or {}).get("pools") or {}).get("default_limit")
+        if limit is None:
+            warnings.warn(
+                f"{config} sets no concurrency.pools.default_limit: runs may block each other on the "
+                f"embedded databases; copy de_assets/orchestration/{INSTANCE_CONFIG} there",
+                stacklevel=2,
+            )
+    return target
+
+
+def local_instance(home: Path) -> dg.DagsterInstance:
+    """A persistent instance under the prepared DAGSTER_HOME (history shared with `de-assets dev`)."""
+    target = prepare_dagster_home(home)
+    os.environ["DAGSTER_HOME"] = str(target)
+    return dg.DagsterInstance.get()

@@ -1,0 +1,18 @@
+"""Daily partitions (UTC), starting at the configured start date and ending with yesterday."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+
+
+def daily_partitions(start_date: dt.date) -> dg.DailyPartitionsDefinition:
+    # end_offset=0: the newest partition is the last complete day, so schedules and freshness line
+    # up with the real clock.
+    return dg.DailyPartitionsDefinition(start_date=start_date.isoformat(), timezone="UTC", end_offset=0)
+
+
+def days_of(context: dg.AssetExecutionContext) -> list[tuple[str, dt.date]]:
+    """(partition key, day) for every day a run covers: one for a single partition, all for a range."""
+    return [(key, dt.date.fromisoformat(key)) for key in context.partition_keys]
