@@ -122,8 +122,11 @@ def _dev(args: argparse.Namespace, settings: Settings) -> int:
     from de_assets.orchestration.instance import prepare_dagster_home
 
     env = {**os.environ, "DAGSTER_HOME": str(prepare_dagster_home(settings.home))}
-    command = ["dagster", "dev", "-m", "de_assets.definitions", "-h", args.host, "-p", str(args.port)]
-    os.execvpe(command[0], command, env)
+    # `python -m dagster` from this interpreter: works without the virtual environment on PATH.
+    command = [sys.executable, "-m", "dagster", "dev", "-m", "de_assets.definitions"]
+    command += ["-h", args.host, "-p", str(args.port)]
+    # Replaces this process, so signals reach dagster directly.
+    os.execve(command[0], command, env)
     return 0  # pragma: no cover
 
 

@@ -17,7 +17,6 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     main_job = dg.define_asset_job(
         MAIN_JOB,
         selection=dg.AssetSelection.groups(GENERATION),
-        partitions_def=partitions,
         description="The whole lifecycle for a day (or a range of days), stage by stage.",
     )
     return dg.Definitions(

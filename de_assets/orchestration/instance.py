@@ -49,6 +49,4 @@ def prepare_dagster_home(home: Path, environ: dict[str, str] | None = None) -> P
 
 def local_instance(home: Path) -> dg.DagsterInstance:
     """A persistent instance under the prepared DAGSTER_HOME (history shared with `de-assets dev`)."""
-    target = prepare_dagster_home(home)
-    os.environ["DAGSTER_HOME"] = str(target)
-    return dg.DagsterInstance.get()
+    return dg.DagsterInstance.from_config(str(prepare_dagster_home(home)))
