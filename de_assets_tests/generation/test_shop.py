@@ -144,3 +144,16 @@ def test_orders_reference_customers_that_existed(tmp_path):
     url = simulate(tmp_path, "shop", days(3), params)
     orders, customers = snapshot(url)
     assert set(orders["customer_id"].astype(int)) <= set(customers["customer_id"])
+
+
+def test_generic_sql_path_stores_the_same_data_as_the_sqlite_fast_path(tmp_path):
+    params = SimulationParams(orders_per_day=1_500)
+    sqlite = snapshot(simulate(tmp_path, "a", days(3), params))
+    url = f"duckdb:///{tmp_path / 'b' / 'shop.duckdb'}"
+    for day in days(3):
+        simulate_shop_day(url, str(tmp_path / "b" / "ledger"), day, params)
+    duck = snapshot(url)
+    for left, right in zip(sqlite, duck, strict=True):
+        for column in ("created_at", "updated_at"):
+            left[column], right[column] = pd.to_datetime(left[column]), pd.to_datetime(right[column])
+        pd.testing.assert_frame_equal(left, right, check_dtype=False)
