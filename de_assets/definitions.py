@@ -7,7 +7,8 @@ import dagster as dg
 from de_assets.generation.assets import GROUP as GENERATION
 from de_assets.generation.assets import build_generation_assets
 from de_assets.orchestration.partitions import daily_partitions
-from de_assets.settings import Settings, build_resources, load_settings
+from de_assets.orchestration.pools import check_hot_tier_pools
+from de_assets.settings import HOT, Settings, build_resources, load_settings
 
 MAIN_JOB = "main_job"
 
@@ -19,8 +20,10 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         selection=dg.AssetSelection.groups(GENERATION),
         description="The whole lifecycle for a day (or a range of days), stage by stage.",
     )
+    assets = [*build_generation_assets(partitions)]
+    check_hot_tier_pools(assets, HOT)
     return dg.Definitions(
-        assets=[*build_generation_assets(partitions)],
+        assets=assets,
         jobs=[main_job],
         resources=build_resources(settings),
         # The multiprocess executor costs over a second per step on two cores; steps are I/O bound.

@@ -4,6 +4,7 @@ import datetime as dt
 
 import dagster as dg
 import pandas as pd
+import pytest
 import sqlalchemy as sa
 
 from de_assets.definitions import MAIN_JOB, build_definitions, defs
@@ -92,3 +93,23 @@ def test_main_job_over_a_range_records_each_day_and_reruns_idempotently(tmp_path
     total = by_partition[(CLICKSTREAM_LANDING, days[0])]["lines"].value
     assert lines == sum(by_partition[(CLICKSTREAM_LANDING, d)]["lines"].value for d in days)
     assert total >= SMALL["events_per_day"]
+
+
+def test_hot_tier_assets_must_go_through_the_hot_tier_pool():
+    from de_assets.orchestration.pools import HOT_TIER_POOL, check_hot_tier_pools
+
+    @dg.asset(io_manager_key="hot", pool=HOT_TIER_POOL)
+    def pooled() -> int:
+        return 1
+
+    @dg.asset(io_manager_key="hot")
+    def unpooled() -> int:
+        return 1
+
+    @dg.asset(io_manager_key="cold")
+    def cold() -> int:
+        return 1
+
+    check_hot_tier_pools([pooled, cold], "hot")
+    with pytest.raises(ValueError, match=r"must set pool='hot_tier'.*unpooled"):
+        check_hot_tier_pools([pooled, unpooled, cold], "hot")
