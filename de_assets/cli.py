@@ -111,6 +111,20 @@ def _run(args: argparse.Namespace, settings: Settings, today: dt.date) -> int:
             },
             raise_on_error=False,
         )
+    for event in result.get_asset_materialization_events():
+        materialization = event.step_materialization_data.materialization
+        figures = ", ".join(
+            f"{name}={value.value}"
+            for name, value in materialization.metadata.items()
+            if isinstance(value.value, int) and name != "seed"
+        )
+        print(f"  {materialization.partition} {materialization.asset_key.to_user_string()}: {figures}")
+    for failure in result.get_step_failure_events():
+        error = failure.step_failure_data.error
+        print(
+            f"  step {failure.step_key} failed: {error.message.strip() if error else 'unknown error'}",
+            file=sys.stderr,
+        )
     status = "succeeded" if result.success else "FAILED"
     print(
         f"{MAIN_JOB} over {days[0]}..{days[-1]} {status} (run {result.run_id}); see it with `de-assets dev`"

@@ -69,3 +69,15 @@ def test_bad_argument_is_refused_by_the_parser(home, capsys):
         main(["simulate", "--start", "yesterday"])
     assert caught.value.code == 2
     assert "expected a date as YYYY-MM-DD" in capsys.readouterr().err
+
+
+def test_a_failing_run_says_which_step_failed_and_why(home, capsys, monkeypatch):
+    # An unwritable landing folder: the clickstream step fails, the command reports it and exits 1.
+    blocker = home / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("DE_ASSETS_LANDING_DIR", str(blocker))
+    assert main(["run", "--days", "1", "--orders-per-day", "50", "--events-per-day", "100"]) == 1
+    captured = capsys.readouterr()
+    assert "FAILED" in captured.out
+    assert "clickstream_landing" in captured.err
+    assert "failed:" in captured.err
