@@ -157,3 +157,24 @@ def test_generic_sql_path_stores_the_same_data_as_the_sqlite_fast_path(tmp_path)
         for column in ("created_at", "updated_at"):
             left[column], right[column] = pd.to_datetime(left[column]), pd.to_datetime(right[column])
         pd.testing.assert_frame_equal(left, right, check_dtype=False)
+
+
+def test_a_crash_while_applying_a_day_leaves_the_database_as_it_was(tmp_path, monkeypatch):
+    from de_assets.generation import shop_db
+
+    params = SimulationParams(orders_per_day=2_000)
+    url = simulate(tmp_path, "shop", days(3), params)
+    before = snapshot(url)
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("power cut")
+
+    # Fails after the day's old rows were deleted and its new rows inserted.
+    monkeypatch.setattr(shop_db, "_update_newer", crash)
+    with pytest.raises(RuntimeError, match="power cut"):
+        simulate_shop_day(url, str(tmp_path / "shop" / "ledger"), days(4)[3], params)
+    with pytest.raises(RuntimeError, match="power cut"):
+        simulate_shop_day(url, str(tmp_path / "shop" / "ledger"), days(3)[1], params)
+    after = snapshot(url)
+    pd.testing.assert_frame_equal(before[0], after[0])
+    pd.testing.assert_frame_equal(before[1], after[1])
