@@ -34,9 +34,10 @@ repeat (the realistic re-materialisation path: DuckDB/SQLite DELETE + INSERT, Pa
 rename), the native baselines ``CREATE OR REPLACE`` / ``DROP`` + ``CREATE`` / overwrite the file. The
 ``to_sql`` references write a fresh database file each repeat (duckdb_engine cannot replace a table).
 
-Each path is warmed up once with the full frame (first-touch memory costs are large on small VMs),
-then timed ``--repeats`` times with ``time.perf_counter``, IO manager and native interleaved so drift
-hits both; ``gc.collect()`` runs before every timed call. Times are medians; ``total`` is the median
+Each path is warmed up once with the full frame (first-touch memory costs are large on small VMs;
+the ``to_sql`` references, which spend seconds in per-row Python, on 10,000 rows), then timed
+``--repeats`` times with ``time.perf_counter``, IO manager and native interleaved in alternating order
+so drift hits both; ``gc.collect()`` runs before every timed call. Times are medians; ``total`` is the median
 of write+read per repeat. After the timed runs, each IO manager's last read is compared with the
 original frame (``pd.testing.assert_frame_equal``, untimed): a fast but wrong path fails loudly.
 
@@ -88,6 +89,9 @@ DEFAULT_ROWS = 1_000_000
 QUICK_ROWS = 100_000
 # duckdb_engine's to_sql inserts row by row (~87 s per million rows): sample it, extrapolate.
 DUCKDB_TO_SQL_SAMPLE = 50_000
+# The to_sql references spend seconds in per-row Python, where first-touch memory costs are noise:
+# warming them up on a sample keeps the default run near three minutes.
+REFERENCE_WARMUP_ROWS = 10_000
 
 ASSET_KEY = dg.AssetKey(["bench", "orders"])
 PARTITIONS = dg.DailyPartitionsDefinition(start_date="2024-01-01")
@@ -210,6 +214,43 @@ class DuckDBNative:
         return read
 
 
+@dataclass
+class DuckDBPartitionReplace:
+    """Raw DuckDB doing what the hot tier does: replace one partition of a keyed table, in a transaction.
+
+    Not the verdict's baseline (that is the plain bulk load above); shown to separate the cost of
+    partition-replace semantics (DELETE + INSERT) from the IO manager's own overhead.
+    """
+
+    label: str
+    path: Path
+
+    def writer(self, frame: pd.DataFrame) -> Writer:
+        def write() -> None:
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            with duckdb.connect(str(self.path)) as con:
+                con.register("arrow_view", table)
+                con.execute("BEGIN")
+                con.execute(
+                    f"CREATE TABLE IF NOT EXISTS {NATIVE_TABLE} AS "
+                    "SELECT ''::VARCHAR AS _partition, * FROM arrow_view LIMIT 0"
+                )
+                con.execute(f"DELETE FROM {NATIVE_TABLE} WHERE _partition = ?", [PARTITION_KEY])
+                con.execute(f"INSERT INTO {NATIVE_TABLE} SELECT ?, * FROM arrow_view", [PARTITION_KEY])
+                con.execute("COMMIT")
+                con.unregister("arrow_view")
+
+        return write
+
+    def reader(self) -> Reader:
+        def read() -> pd.DataFrame:
+            sql = f"SELECT * EXCLUDE (_partition) FROM {NATIVE_TABLE} WHERE _partition = ?"
+            with duckdb.connect(str(self.path)) as con:
+                return con.sql(sql, params=[PARTITION_KEY]).to_arrow_table().to_pandas()
+
+        return read
+
+
 def _sqlite_type(arrow: pa.DataType) -> str:
     if pa.types.is_boolean(arrow):
         return "BOOLEAN"
@@ -307,7 +348,6 @@ class ToSqlReference:
 @dataclass
 class Timing:
     label: str
-    rows: int  # rows actually written and read
     writes: list[float]
     reads: list[float]
     scale: float = 1.0  # factor to the benchmark's row count (sampled references only)
@@ -345,16 +385,21 @@ def _timed_read(target: Target, rows: int) -> tuple[float, pd.DataFrame]:
 
 
 def run_group(
-    targets: Sequence[Target], frame: pd.DataFrame, repeats: int
+    targets: Sequence[Target], frame: pd.DataFrame, repeats: int, warmup: pd.DataFrame | None = None
 ) -> tuple[list[Timing], list[pd.DataFrame]]:
-    """Warm each target up once, then time them interleaved; also return each one's last read."""
+    """Warm each target up once, then time them interleaved; also return each one's last read.
+
+    The order alternates every repeat (A B, B A, ...) so neither side always runs first.
+    """
     for target in targets:
-        _timed_write(target, frame)
-        _timed_read(target, len(frame))
-    timings = [Timing(t.label, len(frame), [], []) for t in targets]
+        warm = frame if warmup is None else warmup
+        _timed_write(target, warm)
+        _timed_read(target, len(warm))
+    timings = [Timing(t.label, [], []) for t in targets]
     last: list[pd.DataFrame] = [pd.DataFrame() for _ in targets]
-    for _ in range(repeats):
-        for i, target in enumerate(targets):
+    for repeat in range(repeats):
+        order = list(enumerate(targets))
+        for i, target in order if repeat % 2 == 0 else reversed(order):
             timings[i].writes.append(_timed_write(target, frame))
             last[i] = pd.DataFrame()  # free the previous read before the next one
             elapsed, last[i] = _timed_read(target, len(frame))
@@ -447,24 +492,39 @@ def print_header(frame: pd.DataFrame, repeats: int) -> None:
     print()
 
 
-def run(frame: pd.DataFrame, repeats: int, out: Path) -> list[Comparison]:
-    """Run every path, print the table and the verdicts; return the IO-manager comparisons."""
-    groups: list[tuple[str, bool, IOManagerTarget, Target]] = [
-        (
+@dataclass(frozen=True)
+class Group:
+    """An IO manager, its native baseline, and optional extra native rows, timed interleaved."""
+
+    name: str
+    checked: bool
+    io_manager: IOManagerTarget
+    native: Target
+    extras: tuple[Target, ...] = ()
+
+
+def groups(out: Path) -> list[Group]:
+    return [
+        Group(
             "cold",
             True,
             IOManagerTarget("cold  ColdTierIOManager (Parquet)", ColdTierIOManager(root=str(out / "cold"))),
             ParquetNative("cold  native pyarrow write_table/read_table", out / "native" / "part-0.parquet"),
         ),
-        (
+        Group(
             "hot/duckdb",
             True,
             IOManagerTarget(
                 "hot   HotTierIOManager duckdb:///", HotTierIOManager(url=f"duckdb:///{out / 'hot.duckdb'}")
             ),
             DuckDBNative("hot   native duckdb register + CREATE OR REPLACE AS", out / "native.duckdb"),
+            extras=(
+                DuckDBPartitionReplace(
+                    "hot   native duckdb DELETE + INSERT one partition (info)", out / "replace.duckdb"
+                ),
+            ),
         ),
-        (
+        Group(
             "hot/sqlite",
             False,
             IOManagerTarget(
@@ -473,20 +533,35 @@ def run(frame: pd.DataFrame, repeats: int, out: Path) -> list[Comparison]:
             SQLiteNative("hot   native sqlite3 executemany / fetchall", out / "native.sqlite"),
         ),
     ]
+
+
+def run(frame: pd.DataFrame, repeats: int, out: Path) -> list[Comparison]:
+    """Run every path, print the table and the verdicts; return the IO-manager comparisons."""
     comparisons: list[Comparison] = []
+    notes: list[str] = []
     table_rows: list[tuple[Timing, Comparison | None]] = []
-    for name, checked, io_target, native_target in groups:
-        (io_timing, native_timing), (io_result, _) = run_group([io_target, native_target], frame, repeats)
-        check_round_trip(io_target.label, io_result, frame)
-        comparison = Comparison(name, io_timing, native_timing, checked)
+    for group in groups(out):
+        targets = [group.io_manager, group.native, *group.extras]
+        (io_timing, native_timing, *extra_timings), (io_result, *_) = run_group(targets, frame, repeats)
+        check_round_trip(group.io_manager.label, io_result, frame)
+        comparison = Comparison(group.name, io_timing, native_timing, group.checked)
         comparisons.append(comparison)
         table_rows += [(io_timing, comparison), (native_timing, None)]
+        for extra in extra_timings:
+            table_rows.append((extra, None))
+            notes.append(
+                f"{group.name}: IO manager / {extra.label.split(maxsplit=1)[1]}: "
+                f"{io_timing.total / extra.total:.2f} (w {io_timing.write / extra.write:.2f} / "
+                f"r {io_timing.read / extra.read:.2f})"
+            )
 
     table_rows += [(t, None) for t in run_references(frame, repeats, out)]
     print_table(table_rows)
     print()
     for comparison in comparisons:
         print(verdict(comparison))
+    for note in notes:
+        print(note)
     duck, lite = comparisons[1].io_manager, comparisons[2].io_manager
     print(
         f"embedded hot tier: DuckDB {duck.total:.3f} s vs SQLite {lite.total:.3f} s total "
@@ -502,13 +577,19 @@ def run_references(frame: pd.DataFrame, repeats: int, out: Path) -> list[Timing]
         [ToSqlReference("ref   pandas to_sql/read_sql, SQLAlchemy sqlite", "sqlite", out / "to_sql.sqlite")],
         frame,
         repeats,
+        warmup=frame.head(REFERENCE_WARMUP_ROWS),
     )
     sample = frame.head(min(len(frame), DUCKDB_TO_SQL_SAMPLE))
     scale = len(frame) / len(sample)
     label = "ref   pandas to_sql/read_sql, duckdb_engine"
     if scale != 1:
         label += f" (x{scale:g}, extrapolated from {len(sample):,} rows)"
-    (duck_timing,), _ = run_group([ToSqlReference(label, "duckdb", out / "to_sql.duckdb")], sample, repeats)
+    (duck_timing,), _ = run_group(
+        [ToSqlReference(label, "duckdb", out / "to_sql.duckdb")],
+        sample,
+        repeats,
+        warmup=sample.head(REFERENCE_WARMUP_ROWS),
+    )
     duck_timing.scale = scale
     return [sqlite_timing, duck_timing]
 

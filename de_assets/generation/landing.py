@@ -17,20 +17,9 @@ from typing import Any
 
 import fsspec
 
-from de_assets.security.identifiers import UnsafeNameError
+from de_assets.security.identifiers import UnsafeNameError, safe_file_name
 
-_FILE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,254}$")
 _PREFIX = re.compile(r"^[A-Za-z0-9._-]{0,255}$")
-
-
-def safe_file_name(name: object) -> str:
-    """Return ``name`` if it is a plain, visible file name that cannot leave the landing folder."""
-    if not isinstance(name, str) or not _FILE_NAME.fullmatch(name) or ".." in name:
-        raise UnsafeNameError(
-            f"refusing landing file name {name!r}: expected letters, digits and . _ - (no path "
-            "separators, no '..', not starting with '.'), at most 255 characters"
-        )
-    return name
 
 
 @dataclass(frozen=True)
@@ -49,7 +38,7 @@ class LandingFolder:
         self._path = self._path.rstrip("/")
 
     def _full(self, name: str) -> str:
-        return f"{self._path}/{safe_file_name(name)}"
+        return f"{self._path}/{safe_file_name(name, 'landing file name')}"
 
     def write_atomic(self, name: str, data: bytes) -> str:
         """Write ``data`` as ``name`` so that readers see either no file or all of it; returns its path."""
@@ -78,7 +67,9 @@ class LandingFolder:
         files = []
         for entry in entries:
             name = entry["name"].rstrip("/").rsplit("/", 1)[-1]
-            if entry["type"] != "file" or not name.startswith(prefix) or not _FILE_NAME.fullmatch(name):
+            # Names starting with "." are files still being written (or hidden); every other file is
+            # listed, odd names included, so that nothing that landed goes unseen.
+            if entry["type"] != "file" or not name.startswith(prefix) or name.startswith("."):
                 continue
             files.append(LandedFile(name=name, size=int(entry["size"]), modified=self._modified(entry)))
         return sorted(files, key=lambda f: f.name)

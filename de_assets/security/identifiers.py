@@ -11,6 +11,8 @@ import re
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 # Partition keys become folder names and bound values: dates, hours and simple static keys.
 _PARTITION_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,127}$")
+# Landed files: visible plain names that cannot leave their folder.
+_FILE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,254}$")
 
 
 class UnsafeNameError(ValueError):
@@ -37,11 +39,27 @@ def safe_column_names(columns: object, what: str = "column") -> list[str]:
     return names
 
 
+def _path_component(value: object, pattern: re.Pattern[str], what: str, expected: str) -> str:
+    if not isinstance(value, str) or not pattern.fullmatch(value) or ".." in value:
+        raise UnsafeNameError(f"refusing {what} {value!r}: expected {expected}")
+    return value
+
+
 def safe_partition_key(key: object) -> str:
     """Return ``key`` if it can be used as a folder name and a bound value without escaping."""
-    if not isinstance(key, str) or not _PARTITION_KEY.fullmatch(key) or ".." in key:
-        raise UnsafeNameError(
-            f"refusing partition key {key!r}: expected letters, digits and . _ : + - "
-            "(no path separators, no '..'), at most 128 characters"
-        )
-    return key
+    return _path_component(
+        key,
+        _PARTITION_KEY,
+        "partition key",
+        "letters, digits and . _ : + - (no path separators, no '..'), at most 128 characters",
+    )
+
+
+def safe_file_name(name: object, what: str = "file name") -> str:
+    """Return ``name`` if it is a plain, visible file name that cannot leave its folder."""
+    return _path_component(
+        name,
+        _FILE_NAME,
+        what,
+        "letters, digits and . _ - (no path separators, no '..', not starting with '.'), at most 255 characters",
+    )

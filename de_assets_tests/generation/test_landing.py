@@ -98,3 +98,15 @@ def test_plain_names_are_accepted(tmp_path):
     for name in ("clickstream_2024-01-03_01.jsonl", "A-b_c.1", "_x", "-"):
         folder.write_atomic(name, b"x")
     assert len(folder.list()) == 4
+
+
+def test_files_with_odd_names_are_listed_not_hidden(tmp_path):
+    from de_assets.generation.landing import LandingFolder
+    from de_assets.security.identifiers import UnsafeNameError
+
+    (tmp_path / "batch one.jsonl").write_text("{}\n")
+    (tmp_path / ".in-flight.tmp").write_text("{")
+    folder = LandingFolder(str(tmp_path))
+    assert [f.name for f in folder.list()] == ["batch one.jsonl"]
+    with pytest.raises(UnsafeNameError, match="refusing landing file name"):
+        folder.read("batch one.jsonl")
