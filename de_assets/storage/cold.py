@@ -284,6 +284,12 @@ class ColdStore:
         combined = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
         return combined.replace_schema_metadata(schema.metadata).to_pandas()
 
+    def load(
+        self, table: TableRef, keys: Sequence[PartitionKey]
+    ) -> tuple[dict[PartitionKey, PartitionState], pd.DataFrame]:
+        states = self.states(table, keys)
+        return states, self.read(table, [k for k in keys if states[k] is PartitionState.PRESENT])
+
     def remove(self, table: TableRef, key: PartitionKey, reason: str) -> None:
         key = table.check_key(key)
         fs, base = self._fs()

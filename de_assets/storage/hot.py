@@ -327,32 +327,50 @@ class HotStore(TierStore):
 
     def states(self, table: TableRef, keys: Sequence[PartitionKey]) -> dict[PartitionKey, PartitionState]:
         checked = [table.check_key(k) for k in keys]
-        if not checked:
-            return {}
         with self._session() as session:
-            p = session.partitions.c
-            rows = session.conn.execute(
-                sa.select(p.partition_key, p.state).where(
-                    p.stage == table.stage,
-                    p.table_name == table.name,
-                    p.partition_key.in_([k or _WHOLE_TABLE for k in checked]),
-                )
-            ).all()
-        found = dict(rows)
-        return {k: PartitionState(found.get(k or _WHOLE_TABLE, PartitionState.MISSING)) for k in checked}
+            return self._states(session, table, checked)
 
     def read(self, table: TableRef, keys: Sequence[PartitionKey]) -> pd.DataFrame:
         checked = [table.check_key(k) for k in keys]
         with self._session() as session:
-            declared = session.declared(table)
-            if declared is None:
-                return pd.DataFrame()
-            plain = declared.remove_metadata()
-            target = session.definition(table, declared)
-            parts = [
-                _conform(self._dialect.select(session.conn, target, plain, key), declared)
-                for key in dict.fromkeys(checked)
-            ]
+            return self._read(session, table, checked)
+
+    def load(
+        self, table: TableRef, keys: Sequence[PartitionKey]
+    ) -> tuple[dict[PartitionKey, PartitionState], pd.DataFrame]:
+        checked = [table.check_key(k) for k in keys]
+        with self._session() as session:
+            states = self._states(session, table, checked)
+            present = [k for k in checked if states[k] is PartitionState.PRESENT]
+            return states, self._read(session, table, present)
+
+    @staticmethod
+    def _states(
+        session: _Session, table: TableRef, keys: Sequence[PartitionKey]
+    ) -> dict[PartitionKey, PartitionState]:
+        if not keys:
+            return {}
+        p = session.partitions.c
+        rows = session.conn.execute(
+            sa.select(p.partition_key, p.state).where(
+                p.stage == table.stage,
+                p.table_name == table.name,
+                p.partition_key.in_([k or _WHOLE_TABLE for k in keys]),
+            )
+        ).all()
+        found = dict(rows)
+        return {k: PartitionState(found.get(k or _WHOLE_TABLE, PartitionState.MISSING)) for k in keys}
+
+    def _read(self, session: _Session, table: TableRef, keys: Sequence[PartitionKey]) -> pd.DataFrame:
+        declared = session.declared(table)
+        if declared is None:
+            return pd.DataFrame()
+        plain = declared.remove_metadata()
+        target = session.definition(table, declared)
+        parts = [
+            _conform(self._dialect.select(session.conn, target, plain, key), declared)
+            for key in dict.fromkeys(keys)
+        ]
         return (pa.concat_tables(parts) if parts else declared.empty_table()).to_pandas()
 
     def remove(self, table: TableRef, key: PartitionKey, reason: str) -> None:

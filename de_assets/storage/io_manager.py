@@ -179,7 +179,9 @@ class TierIOManager(dg.ConfigurableIOManager):
         table = self._table(context.asset_key, partitions_def)
         keys: list[PartitionKey] = list(context.asset_partition_keys) if partitions_def else [None]
         store = self.build_store()
-        states = store.states(table, keys)
+        # One round trip: the data of the present keys comes back with the states, so the common case
+        # (everything present) opens the store once. On error the frame is simply dropped.
+        states, frame = store.load(table, keys)
         removed = [k for k in keys if states[k] is PartitionState.REMOVED]
         if removed:
             raise PartitionRemovedError(
@@ -193,7 +195,6 @@ class TierIOManager(dg.ConfigurableIOManager):
                 f"cannot load {describe(store.tier, table, missing)} for asset "
                 f"{context.asset_key.to_user_string()}: it was never materialised"
             )
-        frame = store.read(table, [k for k in keys if states[k] is PartitionState.PRESENT])
         if len(keys) == 1:
             context.add_input_metadata({"rows_loaded": len(frame), "partitions_missing": len(missing)})
         else:

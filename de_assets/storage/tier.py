@@ -131,6 +131,12 @@ class TierStore(Protocol):
         """
         ...
 
+    def load(
+        self, table: TableRef, keys: Sequence[PartitionKey]
+    ) -> tuple[dict[PartitionKey, PartitionState], pd.DataFrame]:
+        """``states`` and ``read`` of the present keys together, in one round trip where the tier can."""
+        ...
+
     def remove(self, table: TableRef, key: PartitionKey, reason: str) -> None:
         """Delete a partition's data and remember that it was removed on purpose (and why)."""
         ...
