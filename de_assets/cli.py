@@ -30,6 +30,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _scale(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
+
+
 def _days_range(args: argparse.Namespace, today: dt.date) -> list[dt.date]:
     """The requested days: ``--days`` days from ``--start``, or ending yesterday (UTC) by default."""
     if args.days < 1:
@@ -48,23 +58,25 @@ def _add_traffic_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--days", type=_positive, default=DEFAULT_DAYS, help=f"number of days (default {DEFAULT_DAYS})"
     )
-    parser.add_argument("--orders-per-day", type=_positive, default=5_000)
-    parser.add_argument("--events-per-day", type=_positive, default=20_000)
-    parser.add_argument("--seed", type=_positive, default=42)
+    parser.add_argument("--orders-per-day", type=_positive, help="default 5,000")
+    parser.add_argument("--events-per-day", type=_positive, help="default 20,000")
+    parser.add_argument("--seed", type=_positive, help="default 42: same seed and day, same data")
     parser.add_argument(
-        "--defect-scale", type=float, default=1.0, help="multiplies every defect rate (0: clean)"
+        "--defect-scale", type=_scale, help="multiplies every defect rate (default 1; 0: clean)"
     )
     parser.add_argument("--schema-drift-day", type=_date, help="clickstream schema drifts from this day on")
 
 
 def _simulation_config(args: argparse.Namespace) -> dict[str, object]:
-    return {
+    """The traffic options the user gave; the rest keep SimulationResource's defaults."""
+    given = {
         "seed": args.seed,
         "orders_per_day": args.orders_per_day,
         "events_per_day": args.events_per_day,
         "defect_scale": args.defect_scale,
         "schema_drift_day": args.schema_drift_day.isoformat() if args.schema_drift_day else None,
     }
+    return {name: value for name, value in given.items() if value is not None}
 
 
 def _simulate(args: argparse.Namespace, settings: Settings, today: dt.date) -> int:

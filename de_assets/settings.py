@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,10 +120,10 @@ def load_settings(env: Mapping[str, str] | None = None, today: dt.date | None = 
     if home.exists() and not home.is_dir():
         raise SettingsError(f"{HOME} must be a folder; {home} is a file")
 
-    def setting(variable: str, default: str, check: object) -> Setting:
+    def setting(variable: str, default: str, check: Callable[[str, str], str]) -> Setting:
         raw = env.get(variable)
         value = raw if raw else default
-        check(variable, value)  # type: ignore[operator]
+        check(variable, value)
         return Setting(variable, value, from_env=bool(raw))
 
     return Settings(

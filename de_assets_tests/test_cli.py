@@ -64,11 +64,20 @@ def test_bad_environment_names_the_variable(home, capsys, monkeypatch):
     assert "pw@" not in err
 
 
-def test_bad_argument_is_refused_by_the_parser(home, capsys):
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["simulate", "--start", "yesterday"], "expected a date as YYYY-MM-DD"),
+        (["simulate", "--defect-scale", "-1"], "expected a number >= 0"),
+        (["simulate", "--defect-scale", "nan"], "expected a number >= 0"),
+        (["run", "--orders-per-day", "x"], "expected a whole number"),
+    ],
+)
+def test_bad_argument_is_refused_by_the_parser(home, capsys, argv, message):
     with pytest.raises(SystemExit) as caught:
-        main(["simulate", "--start", "yesterday"])
+        main(argv)
     assert caught.value.code == 2
-    assert "expected a date as YYYY-MM-DD" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
 
 
 def test_a_failing_run_says_which_step_failed_and_why(home, capsys, monkeypatch):

@@ -36,13 +36,15 @@ class DefectLedgerResource(dg.ConfigurableResource):
 class SimulationResource(dg.ConfigurableResource):
     """Traffic volume and dirtiness; with the day, these determine the generated data exactly."""
 
-    seed: int = Field(default=42, ge=0, description="Random seed: same seed and day, same data")
-    orders_per_day: int = Field(default=5_000, ge=0)
-    events_per_day: int = Field(default=20_000, ge=0)
+    seed: int = Field(
+        default=SimulationParams.seed, ge=0, description="Random seed: same seed and day, same data"
+    )
+    orders_per_day: int = Field(default=SimulationParams.orders_per_day, ge=0)
+    events_per_day: int = Field(default=SimulationParams.events_per_day, ge=0)
     defect_scale: float = Field(
         default=1.0, ge=0, description="Multiplies every defect rate; 0 gives clean data"
     )
-    clickstream_batches: int = Field(default=4, ge=1, le=96)
+    clickstream_batches: int = Field(default=SimulationParams.clickstream_batches, ge=1, le=96)
     schema_drift_day: str | None = Field(
         default=None, description="YYYY-MM-DD from which clickstream events carry the drifted schema"
     )

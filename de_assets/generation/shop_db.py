@@ -95,35 +95,39 @@ def _as_date(value: dt.date | str) -> dt.date:
     return dt.date.fromisoformat(value) if isinstance(value, str) else value
 
 
-def _records(frame: pd.DataFrame) -> list[dict[str, object]]:
-    """Plain Python values for the DBAPI: None for missing, datetime for timestamps, int/float/str."""
-    columns = {}
-    for name in frame.columns:
-        series = frame[name]
-        if pd.api.types.is_datetime64_any_dtype(series):
-            values = [None if pd.isna(v) else v for v in series.dt.to_pydatetime()]
-        else:
-            values = series.astype(object).where(series.notna(), None).tolist()
-        columns[name] = values
-    names = list(columns)
-    return [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+def _timestamps_as_sqlite_text(series: pd.Series) -> list[object]:
+    """SQLAlchemy's own SQLite text format, so its bound comparisons (``updated_at < ?``) keep working."""
+    text = np.datetime_as_string(series.to_numpy(dtype="datetime64[us]"), unit="us")
+    values = np.char.replace(text.astype(str), "T", " ").astype(object)
+    values[series.isna().to_numpy()] = None
+    return values.tolist()
 
 
-def _sqlite_rows(frame: pd.DataFrame) -> list[tuple[object, ...]]:
-    """Tuples in SQLite's storage format, built column-wise: SQLAlchemy's per-value processing is
-    most of the cost of a million-row day. Timestamps use SQLAlchemy's own SQLite text format so
-    that its bound comparisons (``updated_at < ?``) keep working."""
+def _column_values(frame: pd.DataFrame, sqlite_text: bool) -> list[list[object]]:
+    """Each column as plain Python values: None for missing; timestamps as datetime, or as SQLite text."""
     columns = []
     for name in frame.columns:
         series = frame[name]
         if pd.api.types.is_datetime64_any_dtype(series):
-            text = np.datetime_as_string(series.to_numpy(dtype="datetime64[us]"), unit="us")
-            values = np.char.replace(text.astype(str), "T", " ").astype(object)
-            values[series.isna().to_numpy()] = None
-            columns.append(values.tolist())
+            if sqlite_text:
+                columns.append(_timestamps_as_sqlite_text(series))
+            else:
+                columns.append([None if pd.isna(v) else v for v in series.dt.to_pydatetime()])
         else:
             columns.append(series.astype(object).where(series.notna(), None).tolist())
-    return list(zip(*columns, strict=True))
+    return columns
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, object]]:
+    """Rows as dicts for SQLAlchemy's executemany (any dialect)."""
+    names = list(frame.columns)
+    return [dict(zip(names, row, strict=True)) for row in zip(*_column_values(frame, False), strict=True)]
+
+
+def _sqlite_rows(frame: pd.DataFrame) -> list[tuple[object, ...]]:
+    """Tuples straight for the SQLite driver: SQLAlchemy's per-value processing is most of the cost of
+    a million-row day, so the SQLite fast path skips it."""
+    return list(zip(*_column_values(frame, True), strict=True))
 
 
 def _insert(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> None:

@@ -73,6 +73,24 @@ def _window(plans: dict[dt.date, model.DayPlan], day: dt.date, days: int) -> lis
     return [plans[d] for d in (day - dt.timedelta(days=k) for k in range(days, 0, -1)) if d in plans]
 
 
+def _recent_customers(
+    plans: dict[dt.date, model.DayPlan], day: dt.date
+) -> dict[dt.date, model.CustomerLives]:
+    """Lives of the customers who signed up on the simulated days before ``day`` that still matter."""
+    days = max(model.CUSTOMER_WINDOW_DAYS, model.RETURNING_WINDOW_DAYS)
+    return {p.day: model.customer_lives(p) for p in _window(plans, day, days)}
+
+
+def _customer_pool(
+    plans: dict[dt.date, model.DayPlan],
+    day: dt.date,
+    recent: dict[dt.date, model.CustomerLives],
+    new: model.CustomerLives,
+) -> np.ndarray:
+    returning = [recent[p.day] for p in _window(plans, day, model.RETURNING_WINDOW_DAYS)]
+    return model.customer_pool(day, returning, new, plans)
+
+
 def simulate_shop_day(
     source_db_url: str, ledger_dir: str, day: dt.date, params: SimulationParams
 ) -> ShopDaySummary:
@@ -85,11 +103,9 @@ def simulate_shop_day(
             plans[day] = plan
             generated = model.as_day_array(plans)
             new_customers = model.customer_lives(plan)
-            earlier_customers = [
-                model.customer_lives(p) for p in _window(plans, day, model.CUSTOMER_WINDOW_DAYS)
-            ]
-            returning = [model.customer_lives(p) for p in _window(plans, day, model.RETURNING_WINDOW_DAYS)]
-            pool = model.customer_pool(day, returning, new_customers, plans)
+            recent = _recent_customers(plans, day)
+            earlier_customers = [recent[p.day] for p in _window(plans, day, model.CUSTOMER_WINDOW_DAYS)]
+            pool = _customer_pool(plans, day, recent, new_customers)
             new_orders = model.order_lives(plan, pool)
             earlier_orders = [
                 model.order_lives(p, None) for p in _window(plans, day, model.ORDER_WINDOW_DAYS)
@@ -151,5 +167,4 @@ def shop_customer_pool(source_db_url: str, day: dt.date) -> np.ndarray:
             plans = shop_db.load_plans(conn)
     if day not in plans:
         return np.empty(0, np.int64)
-    returning = [model.customer_lives(p) for p in _window(plans, day, model.RETURNING_WINDOW_DAYS)]
-    return model.customer_pool(day, returning, model.customer_lives(plans[day]), plans)
+    return _customer_pool(plans, day, _recent_customers(plans, day), model.customer_lives(plans[day]))

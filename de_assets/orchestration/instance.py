@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-import shutil
 import warnings
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 
@@ -18,23 +18,20 @@ def instance_config_text() -> str:
     return resources.files("de_assets.orchestration").joinpath(INSTANCE_CONFIG).read_text()
 
 
-def prepare_dagster_home(home: Path, environ: dict[str, str] | None = None) -> Path:
+def prepare_dagster_home(home: Path, environ: Mapping[str, str] | None = None) -> Path:
     """The DAGSTER_HOME to use, with our instance configuration in it.
 
     An existing ``$DAGSTER_HOME`` is respected; if its dagster.yaml does not limit pools, a warning
     says so, because concurrent runs could then block each other on the embedded databases.
     """
-    environ = os.environ if environ is None else environ  # type: ignore[assignment]
-    chosen = environ.get("DAGSTER_HOME")
+    chosen = (os.environ if environ is None else environ).get("DAGSTER_HOME")
     target = Path(chosen).expanduser().resolve() if chosen else home / "dagster_home"
     target.mkdir(parents=True, exist_ok=True)
     config = target / INSTANCE_CONFIG
     if not chosen or not config.exists():
-        with resources.as_file(
-            resources.files("de_assets.orchestration").joinpath(INSTANCE_CONFIG)
-        ) as source:
-            if not config.exists() or config.read_text() != source.read_text():
-                shutil.copyfile(source, config)
+        ours = instance_config_text()
+        if not config.exists() or config.read_text() != ours:
+            config.write_text(ours)
     else:
         loaded = yaml.safe_load(config.read_text()) or {}
         limit = ((loaded.get("concurrency") or {}).get("pools") or {}).get("default_limit")

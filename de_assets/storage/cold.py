@@ -267,14 +267,20 @@ class ColdStore:
         return WriteStats(rows=data.num_rows, bytes=int(size), location=self.location(table, key))
 
     def read(self, table: TableRef, keys: Sequence[PartitionKey]) -> pd.DataFrame:
+        return self.load(table, keys)[1]
+
+    def load(
+        self, table: TableRef, keys: Sequence[PartitionKey]
+    ) -> tuple[dict[PartitionKey, PartitionState], pd.DataFrame]:
         keys = [table.check_key(k) for k in keys]
         where = describe(self.tier, table, keys)
         fs, base = self._fs()
         found = self._scan(fs, base, table, keys)
-        present = [k for k in keys if self._state(table, found.get(k, set())) is PartitionState.PRESENT]
+        states = {key: self._state(table, found.get(key, set())) for key in keys}
+        present = [k for k in keys if states[k] is PartitionState.PRESENT]
         if not present:
             schema = self._stored_schema(fs, base, table, self._scan(fs, base, table), where)
-            return pd.DataFrame() if schema is None else schema.empty_table().to_pandas()
+            return states, pd.DataFrame() if schema is None else schema.empty_table().to_pandas()
         # partitioning=None: the columns are in the file; the folder name must not add a "day" column.
         tables = [
             pq.read_table(self._data_path(base, table, k), filesystem=fs, partitioning=None) for k in present
@@ -282,13 +288,7 @@ class ColdStore:
         schema = unify([t.schema for t in tables], where)
         tables = [t if t.schema.equals(schema) else _conform(t, schema) for t in tables]
         combined = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
-        return combined.replace_schema_metadata(schema.metadata).to_pandas()
-
-    def load(
-        self, table: TableRef, keys: Sequence[PartitionKey]
-    ) -> tuple[dict[PartitionKey, PartitionState], pd.DataFrame]:
-        states = self.states(table, keys)
-        return states, self.read(table, [k for k in keys if states[k] is PartitionState.PRESENT])
+        return states, combined.replace_schema_metadata(schema.metadata).to_pandas()
 
     def remove(self, table: TableRef, key: PartitionKey, reason: str) -> None:
         key = table.check_key(key)
