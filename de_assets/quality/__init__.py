@@ -1,0 +1,1 @@
+"""Data quality: contracts, pandera models, conservation and control-chart checks."""
