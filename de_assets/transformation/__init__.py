@@ -1,0 +1,1 @@
+"""Transformation: typed, deduplicated, validated tables built from the raw zone alone."""

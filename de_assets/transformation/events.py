@@ -1,0 +1,279 @@
+"""Clean clickstream events of one event day, from the raw lines of the deliveries that can hold them.
+
+Partitions are event days; raw lines come by delivery day. An event of day E may be delivered on any
+day A with ``E <= A <= E + late_limit_days``, so the events of day D are built from the deliveries of
+days D .. D+L. Every raw line is *owned* by exactly one events partition, so that counts add up over
+a backfill and nothing is counted twice:
+
+* a line ingestion could not parse is owned by none (``ingestion/raw_events`` quarantined it);
+* a line that breaks the contract is owned by its delivery day, where it is quarantined;
+* a valid line is owned by its event day E when ``A - L <= E <= A``; otherwise by its delivery day A,
+  quarantined as ``too_late`` (E < A - L) or ``from_the_future`` (E > A), or as
+  ``before_first_partition`` when E is in time but before the first partition.
+
+A delivery day whose rejected share (parse errors and contract violations among its lines) passes
+``contract_break_share`` is suspect as a whole: its otherwise valid lines are quarantined as
+``contract_broken`` where they are owned, so one broken delivery holds back only the partitions it
+feeds instead of failing a backfill.
+
+Among the valid lines a partition keeps, the first delivery of an event id wins (delivery order is
+``ingested_at, source_file, line_number``): a later copy with the same content is dropped as a
+duplicate, one with other content quarantined as ``conflicting_resend``. A re-send that moves an event
+to another day lands in that day's partition, which cannot see the first delivery: event ids are
+unique within a partition, and across partitions only while re-sends keep their day.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from de_assets.ingestion.clickstream_files import RAW_EVENTS_ASSET
+from de_assets.quality.conservation import Conservation
+from de_assets.transformation.event_contract import CONTRACT_VALUE_COLUMNS, check_contract
+from de_assets.transformation.quarantine import Reason, empty_quarantine, quarantine_frame
+
+EVENTS_ASSET = "transformation/events"
+
+EVENT_COLUMNS: dict[str, str] = {
+    **{name: dtype for name, dtype in CONTRACT_VALUE_COLUMNS.items() if name != "extra_fields"},
+    "amount_eur": "float64",  # amount * rates[currency]; null without an amount
+    "extra_fields": "str",  # unknown fields as a JSON object, null when there are none
+    "source_file": "str",
+    "line_number": "int64",
+    "delivery_day": "str",
+    "ingested_at": "datetime64[us, UTC]",
+    "processed_at": "datetime64[us, UTC]",
+    "lateness_days": "int64",  # delivery day minus event day
+}
+
+# The parsed content two deliveries of one event id are compared on.
+_CONTENT = [name for name in CONTRACT_VALUE_COLUMNS if name != "event_id"]
+
+
+@dataclass(frozen=True)
+class EventsResult:
+    """One events partition and its accounts.
+
+    ``conservation.rows_in`` counts the raw lines the partition owns; ``new_fields`` counts, per
+    unknown field name, the owned lines that carry it; ``rejected_share_by_delivery_day`` covers the
+    delivery days read; ``late_events`` counts kept events delivered after their day.
+    """
+
+    events: pd.DataFrame
+    quarantine: pd.DataFrame
+    conservation: Conservation
+    new_fields: dict[str, int]
+    rejected_share_by_delivery_day: dict[str, float]
+    late_events: int
+    lines_by_delivery_day: dict[str, tuple[int, int]]  # (rejected, total) lines per delivery day read
+
+
+def build_events(
+    raw: pd.DataFrame,
+    day: dt.date,
+    *,
+    late_limit_days: int,
+    rates: Mapping[str, float],
+    contract_break_share: float,
+    processed_at: dt.datetime,
+    first_day: dt.date | None = None,
+) -> EventsResult:
+    """The events of ``day`` from the raw lines of delivery days ``day .. day + late_limit_days``.
+
+    ``first_day`` is the first partition: an event that happened before it has no partition to go
+    to, so its delivery day owns it and quarantines it as ``before_first_partition``.
+    """
+    if first_day is not None and day < first_day:
+        raise ValueError(f"day {day} is before the first partition {first_day}")
+    if late_limit_days < 0:
+        raise ValueError("late_limit_days must be >= 0")
+    if processed_at.tzinfo is None:
+        raise ValueError("processed_at must be timezone-aware")
+    window = [(day + dt.timedelta(days=k)).isoformat() for k in range(late_limit_days + 1)]
+    # Positions and a delivery rank instead of filtering and sorting, which would copy every payload.
+    in_window = raw["delivery_day"].isin(window).to_numpy()
+    lines = (raw if in_window.all() else raw.loc[in_window]).reset_index(drop=True)
+    delivery = pd.Categorical(lines["delivery_day"], categories=window)
+    a = delivery.codes.astype(np.int64)  # days from ``day`` to the delivery
+    parseable = lines["parse_error"].isna().to_numpy()
+    check = check_contract(lines["payload"], rates=rates)
+    values = check.values
+    violation = parseable & check.reason.notna().to_numpy()
+    valid = parseable & ~violation
+
+    counts = np.bincount(a, minlength=len(window))
+    rejected = np.bincount(a, weights=(~valid).astype(float), minlength=len(window)).astype(np.int64)
+    share = rejected / np.maximum(counts, 1)
+    shares = {d: float(share[k]) for k, d in enumerate(window) if counts[k]}
+    broken_day = share > contract_break_share
+    broken = valid & broken_day[a]
+
+    event_day = values["event_time"].dt.tz_localize(None).to_numpy().astype("datetime64[D]")
+    e = np.zeros(len(lines), np.int64)  # days from ``day`` to the event, 0 without a valid event
+    e[valid] = (event_day[valid] - np.datetime64(day, "D")).astype(np.int64)
+    in_range = (a - late_limit_days <= e) & (e <= a)
+    orphan = np.zeros(len(lines), bool)  # valid, in time, but its day has no partition
+    if first_day is not None:
+        orphan = valid & in_range & (e < (first_day - day).days)
+    owned = parseable & (np.where(valid & in_range & ~orphan, e, a) == 0)
+
+    reason = np.full(len(lines), None, dtype=object)
+    detail = np.full(len(lines), None, dtype=object)
+    mine = violation & owned
+    reason[mine] = check.reason[mine].to_numpy(object)
+    detail[mine] = check.detail[mine].to_numpy(object)
+    mine = valid & owned & ~in_range & ~broken  # owned by its delivery day, so a == 0
+    too_late = mine & (e < -late_limit_days)
+    reason[too_late] = Reason.TOO_LATE.value
+    detail[too_late] = _late_detail(event_day[too_late], day, f", over the limit of {late_limit_days} days")
+    future = mine & (e > 0)
+    reason[future] = Reason.FROM_THE_FUTURE.value
+    detail[future] = _late_detail(event_day[future], day, "")
+    mine = orphan & owned & ~broken
+    reason[mine] = Reason.BEFORE_FIRST_PARTITION.value
+    detail[mine] = _late_detail(event_day[mine], day, f", before the first partition {first_day}")
+    mine = broken & owned
+    reason[mine] = Reason.CONTRACT_BROKEN.value
+    broken_text = np.array(
+        [f"{s:.1%} of the lines delivered on {d} were rejected (limit {contract_break_share:.1%})"
+         for d, s in zip(window, share, strict=True)],
+        dtype=object,
+    )  # fmt: skip
+    detail[mine] = broken_text[a[mine]]
+
+    meta = lines[["source_file", "line_number", "delivery_day", "ingested_at"]]
+    candidates = np.flatnonzero(valid & owned & pd.isna(reason))
+    candidates = candidates[np.argsort(_delivery_rank(meta)[candidates], kind="stable")]
+    kept, duplicates, conflicts = _dedupe(values.iloc[candidates], meta)
+    reason[conflicts.index] = Reason.CONFLICTING_RESEND.value
+    detail[conflicts.index] = conflicts.to_numpy(object)
+
+    events = _events_frame(meta.iloc[kept], values.iloc[kept], a[kept] - e[kept], rates, processed_at)
+    flagged = np.flatnonzero(pd.notna(reason))
+    flagged = flagged[np.argsort(_delivery_rank(meta.iloc[flagged]), kind="stable")]
+    quarantine = _quarantine(meta.iloc[flagged], reason[flagged], detail[flagged], day, processed_at)
+    fields = check.unknown_fields
+    carried = fields.loc[owned[fields["row"].to_numpy()], "field"]
+    return EventsResult(
+        events=events,
+        quarantine=quarantine,
+        conservation=Conservation(
+            rows_in=int(owned.sum()),
+            rows_out=len(events),
+            quarantined=len(quarantine),
+            dropped_by={"duplicate": duplicates},
+        ),
+        new_fields={str(k): int(v) for k, v in carried.value_counts().sort_index().items()},
+        rejected_share_by_delivery_day=shares,
+        late_events=int((events["lateness_days"] > 0).sum()),
+        lines_by_delivery_day={
+            d: (int(rejected[k]), int(counts[k])) for k, d in enumerate(window) if counts[k]
+        },
+    )
+
+
+def _delivery_rank(meta: pd.DataFrame) -> np.ndarray:
+    """Each row's place in delivery order (``ingested_at, source_file, line_number``)."""
+    files = pd.factorize(meta["source_file"], sort=True)[0]
+    arrived = meta["ingested_at"].dt.tz_localize(None).to_numpy().astype(np.int64)
+    order = np.lexsort((meta["line_number"].to_numpy(), files, arrived))
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    return rank
+
+
+def _late_detail(event_day: np.ndarray, day: dt.date, limit: str) -> np.ndarray:
+    """Why an event is not in its own day's partition; only days, nothing of the payload."""
+    lateness = (np.datetime64(day, "D") - event_day).astype(np.int64)
+    text = (
+        "happened on "
+        + pd.Series(event_day.astype(str), dtype="str")
+        + f", delivered on {day.isoformat()}, "
+        + pd.Series(np.abs(lateness).astype(str), dtype="str")
+        + np.where(lateness >= 0, " days later", " days before")
+        + limit
+    )
+    return text.to_numpy(object)
+
+
+def _dedupe(values: pd.DataFrame, lines: pd.DataFrame) -> tuple[np.ndarray, int, pd.Series]:
+    """Keep the first delivery of each event id among ``values`` (rows of ``lines``, in delivery order).
+
+    Returns the kept positions, the number of identical later copies, and per conflicting later
+    delivery (indexed by position) a detail naming the differing fields and the first delivery.
+    """
+    ids = values["event_id"]
+    later = ids.duplicated(keep="first").to_numpy()
+    if not later.any():
+        return values.index.to_numpy(), 0, pd.Series(dtype="str")
+    first_position = pd.Series(values.index[~later], index=ids[~later].to_numpy())
+    first = first_position.reindex(ids[later].to_numpy()).to_numpy()
+    copy = values.loc[values.index[later], _CONTENT].reset_index(drop=True)
+    original = values.loc[first, _CONTENT].reset_index(drop=True)
+    differing = pd.DataFrame(
+        {
+            name: ~(
+                (copy[name] == original[name]).fillna(False) | (copy[name].isna() & original[name].isna())
+            )
+            for name in _CONTENT
+        }
+    ).astype(bool)
+    conflict = differing.any(axis=1).to_numpy()
+    names = pd.Series("", index=differing.index, dtype="str")
+    for name in _CONTENT:
+        names = names.where(~differing[name], names + np.where(names == "", "", ", ") + name)
+    detail = (
+        "differs in "
+        + names
+        + " from the first delivery, "
+        + lines["source_file"].iloc[first].to_numpy(object)
+        + " line "
+        + lines["line_number"].iloc[first].to_numpy().astype(str)
+    )
+    conflicts = pd.Series(detail[conflict].to_numpy(object), index=values.index[later][conflict], dtype="str")
+    return values.index[~later].to_numpy(), int((~conflict).sum()), conflicts
+
+
+def _events_frame(
+    lines: pd.DataFrame,
+    values: pd.DataFrame,
+    lateness: np.ndarray,
+    rates: Mapping[str, float],
+    processed_at: dt.datetime,
+) -> pd.DataFrame:
+    frame = values.assign(
+        amount_eur=values["amount"] * values["currency"].map(dict(rates)).astype("float64"),
+        source_file=lines["source_file"],
+        line_number=lines["line_number"],
+        delivery_day=lines["delivery_day"],
+        ingested_at=lines["ingested_at"],
+        processed_at=pd.Timestamp(processed_at).tz_convert("UTC"),
+        lateness_days=lateness,
+    )
+    frame = frame[list(EVENT_COLUMNS)].astype(EVENT_COLUMNS)
+    # stable: events at the same instant stay in delivery order, so a re-run gives the same frame
+    return frame.sort_values("event_time", kind="stable", ignore_index=True)
+
+
+def _quarantine(
+    lines: pd.DataFrame, reason: np.ndarray, detail: np.ndarray, day: dt.date, processed_at: dt.datetime
+) -> pd.DataFrame:
+    if lines.empty:
+        return empty_quarantine()
+    return quarantine_frame(
+        asset=EVENTS_ASSET,
+        partition=day.isoformat(),
+        reason=pd.Series(reason, lines.index, dtype="str"),
+        detail=pd.Series(detail, lines.index, dtype="str"),
+        raw_asset=RAW_EVENTS_ASSET,
+        raw_partition=lines["delivery_day"],
+        detected_at=processed_at,
+        source_file=lines["source_file"],
+        line_number=lines["line_number"],
+        length=len(lines),
+    )
