@@ -98,22 +98,25 @@ def _simulate(args: argparse.Namespace, settings: Settings, today: dt.date) -> i
     return 0
 
 
-def _run(args: argparse.Namespace, settings: Settings, today: dt.date) -> int:
-    from de_assets.definitions import MAIN_JOB, build_definitions
-    from de_assets.orchestration.instance import local_instance
-
-    days = _days_range(args, today)
+def _check_days(days: list[dt.date], settings: Settings) -> None:
     if days[0] < settings.start_date:
         raise SettingsError(
             f"{days[0]} is before the first partition ({settings.start_date}); set DE_ASSETS_START_DATE earlier"
         )
-    defs = build_definitions(settings)
-    job = defs.resolve_job_def(MAIN_JOB)
+
+
+def _execute(job_name: str, days: list[dt.date], settings: Settings, run_config: dict[str, object]) -> int:
+    """Run a job over the days as one run on the home's instance; print figures, failures and checks."""
+    from de_assets.definitions import build_definitions
+    from de_assets.orchestration.instance import local_instance
+
+    _check_days(days, settings)
+    job = build_definitions(settings).resolve_job_def(job_name)
     with local_instance(settings.home) as instance:
         result = job.execute_in_process(
             instance=instance,
             run_config={
-                "resources": {"simulation": {"config": _simulation_config(args)}},
+                **run_config,
                 # Step-by-step DEBUG events are for the UI; the terminal gets progress and problems.
                 "loggers": {"console": {"config": {"log_level": "INFO"}}},
             },
@@ -126,11 +129,18 @@ def _run(args: argparse.Namespace, settings: Settings, today: dt.date) -> int:
     for event in result.get_asset_materialization_events():
         materialization = event.step_materialization_data.materialization
         figures = ", ".join(
-            f"{name}={value.value}"
+            f"{name.removeprefix('dagster/')}={value.value}"
             for name, value in materialization.metadata.items()
-            if isinstance(value.value, int) and name != "seed"
+            if isinstance(value.value, int) and not isinstance(value.value, bool) and name != "seed"
         )
         print(f"  {materialization.partition} {materialization.asset_key.to_user_string()}: {figures}")
+    checks = result.get_asset_check_evaluations()
+    for check in checks:
+        if not check.passed:
+            print(
+                f"  check {check.asset_key.to_user_string()}:{check.check_name} failed ({check.severity.value})",
+                file=sys.stderr,
+            )
     for failure in result.get_step_failure_events():
         error = failure.step_failure_data.error
         print(
@@ -138,10 +148,33 @@ def _run(args: argparse.Namespace, settings: Settings, today: dt.date) -> int:
             file=sys.stderr,
         )
     status = "succeeded" if result.success else "FAILED"
+    passed = sum(1 for check in checks if check.passed)
     print(
-        f"{MAIN_JOB} over {days[0]}..{days[-1]} {status} (run {result.run_id}); see it with `de-assets dev`"
+        f"{job_name} over {days[0]}..{days[-1]} {status} (run {result.run_id}); {passed} of {len(checks)} "
+        "checks passed; see it with `de-assets dev`"
     )
     return 0 if result.success else 1
+
+
+def _run(args: argparse.Namespace, settings: Settings, today: dt.date) -> int:
+    from de_assets.definitions import MAIN_JOB, REPLAY_JOB
+
+    days = _days_range(args, today)
+    config = {"resources": {"simulation": {"config": _simulation_config(args)}}}
+    status = _execute(MAIN_JOB, days, settings, config)
+    # Events delivered on the first days may have happened up to late_days earlier: rebuild those
+    # earlier partitions from the raw zone so that late events reach the day they happened.
+    first_late = max(settings.start_date, days[0] - dt.timedelta(days=settings.late_days))
+    late = [first_late + dt.timedelta(days=i) for i in range((days[0] - first_late).days)]
+    if status == 0 and late:
+        status = _execute(REPLAY_JOB, late, settings, {})
+    return status
+
+
+def _replay(args: argparse.Namespace, settings: Settings, today: dt.date) -> int:
+    from de_assets.definitions import REPLAY_JOB
+
+    return _execute(REPLAY_JOB, _days_range(args, today), settings, {})
 
 
 def _dev(args: argparse.Namespace, settings: Settings) -> int:
@@ -163,6 +196,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_traffic_options(simulate)
     run = commands.add_parser("run", help="run the main job over days (default: the last 3), in this process")
     _add_traffic_options(run)
+    replay = commands.add_parser(
+        "replay",
+        help="rebuild transformation partitions over days from the raw zone alone (sources untouched)",
+    )
+    replay.add_argument("--start", type=_date, help="first day (UTC); default: --days days ending yesterday")
+    replay.add_argument(
+        "--days", type=_positive, default=DEFAULT_DAYS, help=f"number of days (default {DEFAULT_DAYS})"
+    )
     dev = commands.add_parser(
         "dev", help="start the Dagster UI and daemon with the project's instance config"
     )
@@ -180,6 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _simulate(args, settings, today)
         if args.command == "run":
             return _run(args, settings, today)
+        if args.command == "replay":
+            return _replay(args, settings, today)
         return _dev(args, settings)
     except (SettingsError, ValueError) as error:
         print(f"de-assets: {error}", file=sys.stderr)

@@ -6,25 +6,50 @@ import dagster as dg
 
 from de_assets.generation.assets import GROUP as GENERATION
 from de_assets.generation.assets import build_generation_assets
+from de_assets.ingestion.assets import GROUP as INGESTION
+from de_assets.ingestion.assets import build_ingestion_assets
 from de_assets.orchestration.partitions import daily_partitions
 from de_assets.orchestration.pools import check_hot_tier_pools
 from de_assets.settings import HOT, Settings, build_resources, load_settings
+from de_assets.transformation.assets import GROUP as TRANSFORMATION
+from de_assets.transformation.assets import build_transformation_assets
 
 MAIN_JOB = "main_job"
+REPLAY_JOB = "replay_job"
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     partitions = daily_partitions(settings.start_date)
     main_job = dg.define_asset_job(
         MAIN_JOB,
-        selection=dg.AssetSelection.groups(GENERATION),
+        selection=dg.AssetSelection.groups(GENERATION, INGESTION, TRANSFORMATION),
         description="The whole lifecycle for a day (or a range of days), stage by stage.",
     )
-    assets = [*build_generation_assets(partitions)]
+    replay_job = dg.define_asset_job(
+        REPLAY_JOB,
+        selection=dg.AssetSelection.groups(TRANSFORMATION),
+        description="Rebuilds transformation (and later serving) partitions from the raw zone alone, "
+        "without touching the sources.",
+    )
+    assets = [
+        *build_generation_assets(partitions),
+        *build_ingestion_assets(
+            partitions,
+            order_lookback_days=settings.order_lookahead_days,
+            customer_lookback_days=settings.customer_lookahead_days,
+        ),
+        *build_transformation_assets(
+            partitions,
+            late_days=settings.late_days,
+            order_lookahead_days=settings.order_lookahead_days,
+            customer_lookahead_days=settings.customer_lookahead_days,
+            contract_threshold=settings.contract_threshold,
+        ),
+    ]
     check_hot_tier_pools(assets, HOT)
     return dg.Definitions(
         assets=assets,
-        jobs=[main_job],
+        jobs=[main_job, replay_job],
         resources=build_resources(settings),
         # The multiprocess executor costs over a second per step on two cores; steps are I/O bound.
         executor=dg.in_process_executor,

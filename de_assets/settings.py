@@ -28,9 +28,22 @@ HOT_URL = "DE_ASSETS_HOT_URL"
 COLD_URL = "DE_ASSETS_COLD_URL"
 LEDGER_DIR = "DE_ASSETS_LEDGER_DIR"
 START_DATE = "DE_ASSETS_START_DATE"
+PII_KEY = "DE_ASSETS_PII_KEY"
+LATE_DAYS = "DE_ASSETS_LATE_DAYS"
+ORDER_LOOKAHEAD_DAYS = "DE_ASSETS_ORDER_LOOKAHEAD_DAYS"
+CUSTOMER_LOOKAHEAD_DAYS = "DE_ASSETS_CUSTOMER_LOOKAHEAD_DAYS"
+CONTRACT_THRESHOLD = "DE_ASSETS_CONTRACT_THRESHOLD"
 
 DEFAULT_HOME = "./.de_assets"
 DEFAULT_HISTORY_DAYS = 90
+# Events may arrive this many days after they happened; later ones are rejected as too late.
+DEFAULT_LATE_DAYS = 3
+# Source rows change for this long after creation (the simulator's orders live 10 days, customers
+# 30); a transformation partition reads that many later capture windows to see a row's latest state.
+DEFAULT_ORDER_LOOKAHEAD_DAYS = 14
+DEFAULT_CUSTOMER_LOOKAHEAD_DAYS = 31
+# A delivery whose rejected share passes this breaks its contract (ERROR check, partition blocked).
+DEFAULT_CONTRACT_THRESHOLD = 0.05
 
 
 class SettingsError(ValueError):
@@ -59,6 +72,14 @@ class Settings:
     cold_url: Setting
     ledger_dir: Setting
     start_date: dt.date
+    # The pseudonymisation key: from the environment (as EnvVar), else a key file in the home.
+    pii_key: Setting
+    pii_key_file: Path
+    # These shape the graph (partition mappings) or the contracts, so they are plain values.
+    late_days: int
+    order_lookahead_days: int
+    customer_lookahead_days: int
+    contract_threshold: float
 
 
 def _sqlalchemy_url(variable: str, value: str) -> str:
@@ -112,6 +133,32 @@ def _start_date(value: str | None, today: dt.date) -> dt.date:
     return start
 
 
+def _days(env: Mapping[str, str], variable: str, default: int, most: int) -> int:
+    raw = env.get(variable)
+    if not raw:
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        value = -1
+    if not 0 <= value <= most:
+        raise SettingsError(f"{variable} must be a whole number of days from 0 to {most}; got {raw!r}")
+    return value
+
+
+def _share(env: Mapping[str, str], variable: str, default: float) -> float:
+    raw = env.get(variable)
+    if not raw:
+        return default
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:  # also refuses NaN
+        raise SettingsError(f"{variable} must be a fraction from 0 to 1 (e.g. 0.05); got {raw!r}")
+    return value
+
+
 def load_settings(env: Mapping[str, str] | None = None, today: dt.date | None = None) -> Settings:
     """Read and validate every setting; raises :class:`SettingsError` naming the variable at fault."""
     env = os.environ if env is None else env
@@ -134,6 +181,13 @@ def load_settings(env: Mapping[str, str] | None = None, today: dt.date | None = 
         cold_url=setting(COLD_URL, str(home / "cold"), _storage_url),
         ledger_dir=setting(LEDGER_DIR, str(home / "ledger"), _local_folder),
         start_date=_start_date(env.get(START_DATE), today),
+        # Never echoed: the value is only ever passed on as EnvVar(DE_ASSETS_PII_KEY).
+        pii_key=Setting(PII_KEY, "", from_env=bool(env.get(PII_KEY))),
+        pii_key_file=home / "secrets" / "pii.key",
+        late_days=_days(env, LATE_DAYS, DEFAULT_LATE_DAYS, 60),
+        order_lookahead_days=_days(env, ORDER_LOOKAHEAD_DAYS, DEFAULT_ORDER_LOOKAHEAD_DAYS, 366),
+        customer_lookahead_days=_days(env, CUSTOMER_LOOKAHEAD_DAYS, DEFAULT_CUSTOMER_LOOKAHEAD_DAYS, 366),
+        contract_threshold=_share(env, CONTRACT_THRESHOLD, DEFAULT_CONTRACT_THRESHOLD),
     )
 
 
@@ -151,6 +205,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
         ShopDatabaseResource,
         SimulationResource,
     )
+    from de_assets.security.resources import PiiKeyResource
     from de_assets.storage.cold import ColdTierIOManager
     from de_assets.storage.hot import HotTierIOManager
 
@@ -164,4 +219,5 @@ def build_resources(settings: Settings) -> dict[str, object]:
         "landing": LandingFolderResource(root=settings.landing_dir.config()),
         "ledger": DefectLedgerResource(folder=settings.ledger_dir.config()),
         "simulation": SimulationResource(),
+        "pii_key": PiiKeyResource(key=settings.pii_key.config(), key_file=str(settings.pii_key_file)),
     }

@@ -90,3 +90,19 @@ def test_a_failing_run_says_which_step_failed_and_why(home, capsys, monkeypatch)
     assert "FAILED" in captured.out
     assert "clickstream_landing" in captured.err
     assert "failed:" in captured.err
+
+
+def test_replay_rebuilds_transformation_from_the_raw_zone_without_touching_the_sources(home, capsys):
+    assert main(["run", "--days", "2", "--orders-per-day", "100", "--events-per-day", "300"]) == 0
+    capsys.readouterr()
+    sources = {p: p.read_bytes() for p in [home / "source" / "shop.sqlite", *(home / "landing").iterdir()]}
+    ledger = sorted(p.name for p in (home / "ledger").rglob("*"))
+    assert main(["replay", "--days", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "replay_job over" in out
+    assert "succeeded" in out
+    assert "transformation/events" in out
+    assert "generation/" not in out
+    assert "ingestion/" not in out
+    assert {p: p.read_bytes() for p in sources} == sources
+    assert sorted(p.name for p in (home / "ledger").rglob("*")) == ledger

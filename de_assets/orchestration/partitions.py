@@ -16,3 +16,10 @@ def daily_partitions(start_date: dt.date) -> dg.DailyPartitionsDefinition:
 def days_of(context: dg.AssetExecutionContext) -> list[tuple[str, dt.date]]:
     """(partition key, day) for every day a run covers: one for a single partition, all for a range."""
     return [(key, dt.date.fromisoformat(key)) for key in context.partition_keys]
+
+
+def first_day(partitions_def: dg.PartitionsDefinition) -> dt.date | None:
+    """The first partition's day, or None for a definition without a start (not time-windowed)."""
+    if isinstance(partitions_def, dg.TimeWindowPartitionsDefinition):
+        return partitions_def.start.date()
+    return None
