@@ -6,6 +6,7 @@ import argparse
 import datetime as dt
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from de_assets.settings import Settings, SettingsError, load_settings
@@ -212,8 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Beta parameters we use on purpose (README, "Warnings you will see"): said once there, not per run.
+_KNOWN_BETA_PARAMETERS = r"Parameter `(backfill_policy|allow_nonexistent_upstream_partitions)`"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    warnings.filterwarnings("ignore", message=_KNOWN_BETA_PARAMETERS)
     today = dt.datetime.now(dt.UTC).date()
     try:
         settings = load_settings(today=today)

@@ -31,7 +31,7 @@ from de_assets.ingestion.source_reader import (
 from de_assets.orchestration.partitions import days_of
 from de_assets.orchestration.pools import SOURCE_DB_POOL
 from de_assets.quality.checks import column_schema, pandera_check_result, pandera_check_spec
-from de_assets.quality.models import RawCustomersModel, RawEventsModel, RawOrdersModel
+from de_assets.quality.models import QuarantineModel, RawCustomersModel, RawEventsModel, RawOrdersModel
 from de_assets.security.identifiers import UnsafeNameError, safe_file_name
 from de_assets.settings import COLD
 from de_assets.storage.io_manager import PARTITION_COLUMN, TierIOManager
@@ -190,6 +190,7 @@ def _landed_files(
 
 def _raw_events_assets(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     spec = pandera_check_spec(RawEventsModel, RAW_EVENTS)
+    rejects_spec = pandera_check_spec(QuarantineModel, RAW_EVENTS_REJECTED)
 
     @dg.multi_asset(
         outs={
@@ -212,7 +213,10 @@ def _raw_events_assets(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefi
                 key=RAW_EVENTS_REJECTED,
                 io_manager_key=COLD,
                 is_required=False,
-                metadata={PARTITION_COLUMN: "partition"},
+                metadata={
+                    PARTITION_COLUMN: "partition",
+                    "dagster/column_schema": column_schema(QuarantineModel),
+                },
                 kinds={"parquet"},
                 tags={"stage": GROUP, "tier": "cold", "zone": "quarantine"},
                 description="Quarantine records of the clickstream lines that could not be parsed (bad encoding, "
@@ -223,7 +227,7 @@ def _raw_events_assets(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefi
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
         deps=[CLICKSTREAM_LANDING],
-        check_specs=[spec],
+        check_specs=[spec, rejects_spec],
         can_subset=False,
     )
     def raw_events(
@@ -258,13 +262,16 @@ def _raw_events_assets(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefi
                 partition_key=partition,
             )
         output = pd.concat(frames, ignore_index=True)
-        check = pandera_check_result(RawEventsModel, output, check_name=spec.name, asset_key=RAW_EVENTS)
-        yield check
-        if check.passed:
+        rejected_all = pd.concat([r for r in rejects if len(r)] or [empty_quarantine()], ignore_index=True)
+        checks = [
+            pandera_check_result(RawEventsModel, output, check_name=spec.name, asset_key=RAW_EVENTS),
+            pandera_check_result(
+                QuarantineModel, rejected_all, check_name=rejects_spec.name, asset_key=RAW_EVENTS_REJECTED
+            ),
+        ]
+        yield from checks
+        if all(check.passed for check in checks):
             yield dg.Output(output, output_name="raw_events")
-            rejected_all = pd.concat(
-                [r for r in rejects if len(r)] or [empty_quarantine()], ignore_index=True
-            )
             yield dg.Output(rejected_all, output_name="raw_events_rejected")
 
     return raw_events

@@ -187,8 +187,22 @@ def _rejects_out(key: dg.AssetKey, what: str) -> dg.AssetOut:
 
 
 def _publish(
-    checks: list[dg.AssetCheckResult], passed: bool, outputs: dict[str, pd.DataFrame]
+    checks: list[dg.AssetCheckResult],
+    passed: bool,
+    outputs: dict[str, pd.DataFrame],
+    rejected: tuple[str, dg.AssetKey] | None = None,
 ) -> Iterator[dg.AssetCheckResult | dg.Output[pd.DataFrame]]:
+    """Yield the checks, then the outputs only if every blocking check passed (``rejected``: the
+    quarantine output's name and key, whose records are validated too)."""
+    if rejected is not None:
+        name, key = rejected
+        check = pandera_check_result(
+            QuarantineModel,
+            outputs[name],
+            check_name=pandera_check_spec(QuarantineModel, key).name,
+            asset_key=key,
+        )
+        checks, passed = [*checks, check], passed and check.passed
     yield from checks
     if passed:
         for name, frame in outputs.items():
@@ -225,10 +239,13 @@ def _shop_table_asset(
             key,
             model,
             [
-                dg.AssetCheckSpec(
-                    f"{metric}_anomaly", asset=key, description=f"SPC on {metric} per partition (WARN)."
-                )
-                for metric in extra_metrics
+                *(
+                    dg.AssetCheckSpec(
+                        f"{metric}_anomaly", asset=key, description=f"SPC on {metric} per partition (WARN)."
+                    )
+                    for metric in extra_metrics
+                ),
+                pandera_check_spec(QuarantineModel, rejected_key),
             ],
         ),
         can_subset=False,
@@ -263,7 +280,12 @@ def _shop_table_asset(
             {ROW_COUNT: len, **extra_metrics},
             lambda frame: frame["created_at"].dt.strftime("%Y-%m-%d"),
         )
-        yield from _publish(checks, passed, {name: table, f"{name}_rejected": outputs.quarantine()})
+        yield from _publish(
+            checks,
+            passed,
+            {name: table, f"{name}_rejected": outputs.quarantine()},
+            (f"{name}_rejected", rejected_key),
+        )
 
     return step
 
@@ -304,6 +326,7 @@ def _events_asset(
                 dg.AssetCheckSpec(
                     "schema_drift", asset=EVENTS, description="Fields not in the contract (WARN)."
                 ),
+                pandera_check_spec(QuarantineModel, EVENTS_REJECTED),
             ],
         ),
         can_subset=False,
@@ -359,7 +382,12 @@ def _events_asset(
         )
         drift = drift_check_result("schema_drift", new_fields)
         checks += [_for(EVENTS, c) for c in (contract, drift)]
-        yield from _publish(checks, passed, {"events": table, "events_rejected": outputs.quarantine()})
+        yield from _publish(
+            checks,
+            passed,
+            {"events": table, "events_rejected": outputs.quarantine()},
+            ("events_rejected", EVENTS_REJECTED),
+        )
 
     return events
 
@@ -437,6 +465,8 @@ def _quarantine_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefin
         io_manager_key=HOT,
         pool=HOT_TIER_POOL,
         metadata={PARTITION_COLUMN: "partition", "dagster/column_schema": column_schema(QuarantineModel)},
+        check_specs=_quality_specs(QUARANTINE, QuarantineModel),
+        output_required=False,
         kinds={"duckdb", "pandas"},
         tags={"stage": GROUP, "tier": "hot", "zone": "quarantine", "pii": "false"},
         description="Every record rejected anywhere in the lifecycle, for review: the rejecting asset and "
@@ -449,14 +479,37 @@ def _quarantine_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefin
         orders_rejected: pd.DataFrame,
         customers_rejected: pd.DataFrame,
         events_rejected: pd.DataFrame,
-    ) -> pd.DataFrame:
+    ) -> Iterator[dg.AssetCheckResult | dg.Output[pd.DataFrame]]:
         rejected = (raw_events_rejected, orders_rejected, customers_rejected, events_rejected)
         frames = [frame for frame in rejected if len(frame)]
         union = pd.concat(frames, ignore_index=True) if frames else empty_quarantine()
+        conservation = {}
         for partition in context.partition_keys:
             counts = union.loc[union["partition"] == partition, "reason"].value_counts()
-            _record(context, QUARANTINE, partition, {"by_reason": dg.MetadataValue.json(counts.to_dict())})
-        return union
+            conservation[partition] = Conservation(
+                rows_in=sum(int((frame["partition"] == partition).sum()) for frame in frames),
+                rows_out=int(counts.sum()),
+                quarantined=0,
+            )
+            _record(
+                context,
+                QUARANTINE,
+                partition,
+                {
+                    **conservation[partition].as_metadata(),
+                    "by_reason": dg.MetadataValue.json({str(k): int(v) for k, v in counts.items()}),
+                },
+            )
+        checks, passed = _audit(
+            context,
+            QUARANTINE,
+            QuarantineModel,
+            union,
+            conservation,
+            {ROW_COUNT: len},
+            lambda f: f["partition"],
+        )
+        yield from _publish(checks, passed, {"result": union})
 
     return quarantine
 
