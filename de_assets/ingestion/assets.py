@@ -131,11 +131,15 @@ def _shop_capture_asset(
                     window_day=partition,
                     captured_at=_now(),
                 )
-                lookback = [
-                    (day - dt.timedelta(days=back)).isoformat() for back in range(lookback_days, 0, -1)
+                # Earlier windows hold the keys to reconcile; later ones (when an old day is re-run)
+                # may already hold their tombstones, which must not be recorded twice.
+                around = [
+                    (day + dt.timedelta(days=offset)).isoformat()
+                    for offset in range(-lookback_days, lookback_days + 1)
+                    if offset
                 ]
                 captured = pd.concat(
-                    [f for f in (zone.window(lookback), merged.frame) if f is not None and len(f)],
+                    [f for f in (zone.window(around), merged.frame) if f is not None and len(f)],
                     ignore_index=True,
                 )
                 deleted = pd.DataFrame()
