@@ -20,6 +20,7 @@ import pandera.pandas as pa
 from pandera import extensions
 from pandera.typing import Series
 
+from de_assets.transformation.event_contract import EVENT_TYPES
 from de_assets.transformation.quarantine import Reason
 
 UtcTimestamp = Annotated[pd.DatetimeTZDtype, "us", "UTC"]
@@ -39,7 +40,6 @@ CURRENCY_PATTERN = r"[A-Z]{3}"
 
 CDC_OPS = ("upsert", "delete")
 ORDER_STATUSES = ("placed", "paid", "shipped", "delivered", "cancelled")
-EVENT_TYPES = ("page_view", "search", "add_to_cart", "purchase")
 REASONS = tuple(reason.value for reason in Reason)
 
 
@@ -71,7 +71,9 @@ class _RawCapture(pa.DataFrameModel):
     """Columns of one captured version of a source row (change data capture from the shop database)."""
 
     created_at: Series[NaiveTimestamp] = pa.Field(
-        nullable=True, description="When the source row was created (source clock, naive); null on a delete."
+        nullable=True,
+        description="When the source row was created (source clock, naive); a delete carries its row's "
+        "value, so the delete can be placed in the row's creation day. Null only when the source lost it.",
     )
     updated_at: Series[NaiveTimestamp] = pa.Field(
         nullable=True,
