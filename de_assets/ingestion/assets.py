@@ -46,11 +46,23 @@ RAW_EVENTS_REJECTED = dg.AssetKey([GROUP, "raw_events_rejected"])
 SHOP_DATABASE = dg.AssetKey(["generation", "shop_database"])
 CLICKSTREAM_LANDING = dg.AssetKey(["generation", "clickstream_landing"])
 
+# Metadata key on each raw capture partition: the creation days its run added versions or deletes to.
+CHANGED_DAYS = "changed_created_days"
 RAW_TAGS = {"stage": GROUP, "tier": "cold", "zone": "raw", "pii": "true"}
 
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def _created_days(capture: pd.DataFrame, captured_at: dt.datetime, deleted: pd.DataFrame) -> list[str]:
+    """The creation days of the versions first captured at ``captured_at`` and of the new tombstones."""
+    new = capture.loc[capture["captured_at"] == captured_at, "created_at"] if len(capture) else None
+    stamps = [f for f in (new, deleted["created_at"] if len(deleted) else None) if f is not None]
+    if not stamps:
+        return []
+    days = pd.concat(stamps).dropna().dt.strftime("%Y-%m-%d")
+    return sorted(set(days))
 
 
 def _window(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
@@ -124,12 +136,13 @@ def _shop_capture_asset(
             for partition, day in days_of(context):
                 start, end = _window(day)
                 fetched = fetch_window(engine, table, start, end)
+                captured_at = _now()
                 merged = merge_capture(
                     zone.previous(partition),
                     fetched,
                     key=source_key,
                     window_day=partition,
-                    captured_at=_now(),
+                    captured_at=captured_at,
                 )
                 # Earlier windows hold the keys to reconcile; later ones (when an old day is re-run)
                 # may already hold their tombstones, which must not be recorded twice.
@@ -160,6 +173,10 @@ def _shop_capture_asset(
                         "new_versions": merged.new_versions,
                         "already_captured": merged.already_captured,
                         "deletes_detected": len(deleted),
+                        # Which creation-day partitions downstream this run's news can change.
+                        CHANGED_DAYS: dg.MetadataValue.json(
+                            _created_days(merged.frame, captured_at, deleted)
+                        ),
                         "source_window_rows": fingerprint.rows,
                         "source_window_fingerprint": dg.MetadataValue.json(fingerprint.as_json()),
                     },

@@ -10,7 +10,13 @@ import sqlalchemy as sa
 from de_assets.definitions import build_definitions
 from de_assets.generation.assets import CLICKSTREAM_LANDING, SHOP_DATABASE
 from de_assets.generation.ledger import read_ledger
-from de_assets.ingestion.assets import RAW_CUSTOMERS, RAW_EVENTS, RAW_EVENTS_REJECTED, RAW_ORDERS
+from de_assets.ingestion.assets import (
+    CHANGED_DAYS,
+    RAW_CUSTOMERS,
+    RAW_EVENTS,
+    RAW_EVENTS_REJECTED,
+    RAW_ORDERS,
+)
 from de_assets.settings import HOME, load_settings
 from de_assets.storage.cold import ColdStore
 from de_assets.storage.tier import TableRef
@@ -37,16 +43,19 @@ def daily(tmp_path_factory):
             run_config={"resources": {"simulation": {"config": TRAFFIC}}},
         )
 
+    first_runs = {}
     for day in DAYS:  # the source changes day by day, and each day is captured after it
-        assert run(
+        first_runs[day] = run(
             day,
             [SHOP_DATABASE, CLICKSTREAM_LANDING, RAW_ORDERS, RAW_CUSTOMERS, RAW_EVENTS, RAW_EVENTS_REJECTED],
-        ).success
+        )
+        assert first_runs[day].success
     store = ColdStore(settings.cold_url.value)
 
     def read(key: dg.AssetKey) -> pd.DataFrame:
         return store.load(TableRef.for_asset_key(key, "day"), DAYS)[1]
 
+    run.first_runs = first_runs
     return settings, run, read
 
 
@@ -92,3 +101,20 @@ def test_re_running_a_day_keeps_each_file_s_ingestion_time(daily):
         before[columns].sort_values(columns[:2], ignore_index=True),
         after[columns].sort_values(columns[:2], ignore_index=True),
     )
+
+
+def test_each_capture_records_the_creation_days_its_news_touch(daily):
+    _settings, run, read = daily
+    raw = read(RAW_ORDERS)
+    window = raw[raw["window_day"] == DAYS[2]]
+    first = run.first_runs[DAYS[2]]
+    recorded = {
+        e.asset_key: e.step_materialization_data.materialization.metadata
+        for e in first.get_asset_materialization_events()
+    }
+    expected = sorted(set(window["created_at"].dt.strftime("%Y-%m-%d")))
+    assert recorded[RAW_ORDERS][CHANGED_DAYS].value == expected
+    assert len(expected) > 1  # the window holds updates of orders created on earlier days
+    # A re-run with nothing new at the source touches no creation day.
+    again = run(DAYS[2], [RAW_ORDERS]).get_asset_materialization_events()
+    assert again[0].step_materialization_data.materialization.metadata[CHANGED_DAYS].value == []
