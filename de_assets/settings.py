@@ -33,6 +33,8 @@ LATE_DAYS = "DE_ASSETS_LATE_DAYS"
 ORDER_LOOKAHEAD_DAYS = "DE_ASSETS_ORDER_LOOKAHEAD_DAYS"
 CUSTOMER_LOOKAHEAD_DAYS = "DE_ASSETS_CUSTOMER_LOOKAHEAD_DAYS"
 CONTRACT_THRESHOLD = "DE_ASSETS_CONTRACT_THRESHOLD"
+SENSOR_INTERVAL = "DE_ASSETS_SENSOR_INTERVAL_SECONDS"
+ALERT_WEBHOOK_URL = "DE_ASSETS_ALERT_WEBHOOK_URL"
 
 DEFAULT_HOME = "./.de_assets"
 DEFAULT_HISTORY_DAYS = 90
@@ -44,6 +46,8 @@ DEFAULT_ORDER_LOOKAHEAD_DAYS = 14
 DEFAULT_CUSTOMER_LOOKAHEAD_DAYS = 31
 # A delivery whose rejected share passes this breaks its contract (ERROR check, partition blocked).
 DEFAULT_CONTRACT_THRESHOLD = 0.05
+# How often the sensors look for new data (seconds between ticks).
+DEFAULT_SENSOR_INTERVAL_SECONDS = 30
 
 
 class SettingsError(ValueError):
@@ -80,6 +84,11 @@ class Settings:
     order_lookahead_days: int
     customer_lookahead_days: int
     contract_threshold: float
+    # Orchestration: the sensors' tick interval (shapes the sensor definitions), the alert log and
+    # the optional webhook (a secret: its URL may carry a token, so it reaches resources as EnvVar).
+    sensor_interval_seconds: int
+    alerts_file: Path
+    alert_webhook_url: Setting
 
 
 def _sqlalchemy_url(variable: str, value: str) -> str:
@@ -133,17 +142,28 @@ def _start_date(value: str | None, today: dt.date) -> dt.date:
     return start
 
 
-def _days(env: Mapping[str, str], variable: str, default: int, most: int) -> int:
+def _whole(env: Mapping[str, str], variable: str, default: int, least: int, most: int, unit: str = "") -> int:
     raw = env.get(variable)
     if not raw:
         return default
     try:
         value = int(raw.strip())
     except ValueError:
-        value = -1
-    if not 0 <= value <= most:
-        raise SettingsError(f"{variable} must be a whole number of days from 0 to {most}; got {raw!r}")
+        value = least - 1
+    if not least <= value <= most:
+        raise SettingsError(f"{variable} must be a whole number{unit} from {least} to {most}; got {raw!r}")
     return value
+
+
+def _days(env: Mapping[str, str], variable: str, default: int, most: int) -> int:
+    return _whole(env, variable, default, 0, most, " of days")
+
+
+def _webhook(env: Mapping[str, str]) -> Setting:
+    raw = env.get(ALERT_WEBHOOK_URL, "")
+    if raw and fsspec.utils.get_protocol(raw) not in ("http", "https"):
+        raise SettingsError(f"{ALERT_WEBHOOK_URL} must be an http(s) URL; got {redact_url(raw)!r}")
+    return Setting(ALERT_WEBHOOK_URL, "", from_env=bool(raw))
 
 
 def _share(env: Mapping[str, str], variable: str, default: float) -> float:
@@ -188,6 +208,9 @@ def load_settings(env: Mapping[str, str] | None = None, today: dt.date | None = 
         order_lookahead_days=_days(env, ORDER_LOOKAHEAD_DAYS, DEFAULT_ORDER_LOOKAHEAD_DAYS, 366),
         customer_lookahead_days=_days(env, CUSTOMER_LOOKAHEAD_DAYS, DEFAULT_CUSTOMER_LOOKAHEAD_DAYS, 366),
         contract_threshold=_share(env, CONTRACT_THRESHOLD, DEFAULT_CONTRACT_THRESHOLD),
+        sensor_interval_seconds=_whole(env, SENSOR_INTERVAL, DEFAULT_SENSOR_INTERVAL_SECONDS, 1, 86_400),
+        alerts_file=home / "alerts.jsonl",
+        alert_webhook_url=_webhook(env),
     )
 
 

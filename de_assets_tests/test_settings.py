@@ -56,3 +56,18 @@ def test_home_that_is_a_file_is_refused(tmp_path):
     file.write_text("")
     with pytest.raises(SettingsError, match="DE_ASSETS_HOME must be a folder"):
         load_settings({s.HOME: str(file)}, today=TODAY)
+
+
+def test_orchestration_settings_default_and_refuse_bad_values(tmp_path):
+    from de_assets.settings import ALERT_WEBHOOK_URL, HOME, SENSOR_INTERVAL
+
+    settings = load_settings({HOME: str(tmp_path)}, today=dt.date(2026, 11, 22))
+    assert settings.sensor_interval_seconds == 30
+    assert settings.alerts_file == tmp_path / "alerts.jsonl"
+    assert not settings.alert_webhook_url.from_env
+    hook = load_settings({HOME: str(tmp_path), ALERT_WEBHOOK_URL: "https://hooks.example/T0K3N"})
+    assert hook.alert_webhook_url.from_env
+    assert "T0K3N" not in repr(hook.alert_webhook_url)  # reaches resources as EnvVar only
+    for variable, value in ((SENSOR_INTERVAL, "0"), (SENSOR_INTERVAL, "x"), (ALERT_WEBHOOK_URL, "ftp://h/x")):
+        with pytest.raises(SettingsError, match=variable):
+            load_settings({HOME: str(tmp_path), variable: value})
