@@ -10,6 +10,7 @@ from de_assets.ingestion.assets import GROUP as INGESTION
 from de_assets.ingestion.assets import build_ingestion_assets
 from de_assets.orchestration.partitions import daily_partitions
 from de_assets.orchestration.pools import check_hot_tier_pools
+from de_assets.orchestration.schedules import build_schedules, maintenance_job
 from de_assets.settings import HOT, Settings, build_resources, load_settings
 from de_assets.transformation.assets import GROUP as TRANSFORMATION
 from de_assets.transformation.assets import build_transformation_assets
@@ -49,7 +50,8 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     check_hot_tier_pools(assets, HOT)
     return dg.Definitions(
         assets=assets,
-        jobs=[main_job, replay_job],
+        jobs=[main_job, replay_job, maintenance_job],
+        schedules=build_schedules(main_job),
         resources=build_resources(settings),
         # The multiprocess executor costs over a second per step on two cores; steps are I/O bound.
         executor=dg.in_process_executor,

@@ -18,7 +18,7 @@ import os
 import uuid
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import reduce
 from typing import Any
 
@@ -40,6 +40,9 @@ PARTITION_FILE = "part-0.parquet"
 UNPARTITIONED_FILE = "data.parquet"
 REMOVED_MARKER = "_REMOVED.json"
 COMPRESSION = "zstd"
+# A partition is written to a temporary file next to its target and then renamed over it.
+_TEMPORARY_SUFFIX = ".parquet.tmp"
+_TEMPORARY_GLOB = f"_tmp-*{_TEMPORARY_SUFFIX}"
 # Footers of many partitions are read in parallel: on object stores each one is a round trip.
 _FOOTER_THREADS = 16
 
@@ -251,7 +254,7 @@ class ColdStore:
     ) -> WriteStats:
         folder = f"{base}/{self._folder(table, key)}"
         target = f"{folder}/{self._data_name(table)}"
-        temporary = f"{folder}/_tmp-{uuid.uuid4().hex}.parquet.tmp"
+        temporary = f"{folder}/_tmp-{uuid.uuid4().hex}{_TEMPORARY_SUFFIX}"
         fs.makedirs(folder, exist_ok=True)
         try:
             _write_parquet(data, temporary, fs)
@@ -268,6 +271,26 @@ class ColdStore:
 
     def read(self, table: TableRef, keys: Sequence[PartitionKey]) -> pd.DataFrame:
         return self.load(table, keys)[1]
+
+    def sweep_interrupted_writes(self, older_than: timedelta, now: datetime | None = None) -> list[str]:
+        """Delete the temporary files of writes that crashed, once older than ``older_than``.
+
+        A write in progress has a temporary file too: the age keeps the sweep away from it. Returns
+        the removed paths. Readers never see these files, so this only reclaims space.
+        """
+        fs, base = self._fs()
+        cutoff = (now or datetime.now(UTC)) - older_than
+        if not fs.exists(base):
+            return []
+        removed = []
+        for path in sorted(fs.glob(f"{base}/**/{_TEMPORARY_GLOB}")):
+            modified = fs.modified(path)
+            modified = modified if modified.tzinfo else modified.replace(tzinfo=UTC)
+            if modified < cutoff:
+                with contextlib.suppress(FileNotFoundError):
+                    fs.rm_file(path)
+                    removed.append(path)
+        return removed
 
     def load(
         self, table: TableRef, keys: Sequence[PartitionKey]

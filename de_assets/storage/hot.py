@@ -287,6 +287,25 @@ class HotStore(TierStore):
                 time.sleep(min(delay, remaining))
                 delay = min(delay * 2, 1.0)
 
+    def maintain(self) -> list[str]:
+        """Run the database's housekeeping statements; returns what was run."""
+        statements = list(self._dialect.maintenance_statements())
+        if not statements:
+            return statements
+        self._dialect.prepare(self._url)
+        engine = sa.create_engine(
+            self._url, poolclass=sa.pool.NullPool, **self._dialect.engine_options(self._lock_timeout)
+        )
+        try:
+            # Outside any transaction: DuckDB refuses to CHECKPOINT while one is open, its own included.
+            with self._connect(engine) as conn:
+                for statement in statements:
+                    conn.exec_driver_sql(statement)
+                conn.commit()
+        finally:
+            engine.dispose()
+        return statements
+
     def write(
         self, table: TableRef, frames: Mapping[PartitionKey, pd.DataFrame]
     ) -> dict[PartitionKey, WriteStats]:

@@ -109,6 +109,10 @@ class GenericDialect:
         """Whether connecting failed because another process holds the database."""
         return False
 
+    def maintenance_statements(self) -> tuple[str, ...]:
+        """Housekeeping SQL the maintenance job runs (in one transaction); none for unknown databases."""
+        return ()
+
     def schema_qualifier(self, conn: sa.Connection) -> str:
         """Prefix that makes a schema name unambiguous on this connection (``""`` when not needed)."""
         return ""
@@ -240,6 +244,11 @@ class DuckDBDialect(GenericDialect):
 
     def is_lock_error(self, error: sa.exc.DBAPIError) -> bool:
         return "Could not set lock on file" in str(error.orig)
+
+    def maintenance_statements(self) -> tuple[str, ...]:
+        # Folds the write-ahead log into the database file, so a crash replays nothing and the file
+        # alone is a complete copy.
+        return ("CHECKPOINT",)
 
     def schema_qualifier(self, conn: sa.Connection) -> str:
         # A schema named like an attached catalog (the file's stem, "memory", "system", "temp") is an
