@@ -110,6 +110,7 @@ def _execute(job_name: str, days: list[dt.date], settings: Settings, run_config:
     """Run a job over the days as one run on the home's instance; print figures, failures and checks."""
     from de_assets.definitions import build_definitions
     from de_assets.orchestration.instance import local_instance
+    from de_assets.orchestration.partitions import range_tags
 
     _check_days(days, settings)
     job = build_definitions(settings).resolve_job_def(job_name)
@@ -121,10 +122,7 @@ def _execute(job_name: str, days: list[dt.date], settings: Settings, run_config:
                 # Step-by-step DEBUG events are for the UI; the terminal gets progress and problems.
                 "loggers": {"console": {"config": {"log_level": "INFO"}}},
             },
-            tags={
-                "dagster/asset_partition_range_start": days[0].isoformat(),
-                "dagster/asset_partition_range_end": days[-1].isoformat(),
-            },
+            tags=range_tags(days[0].isoformat(), days[-1].isoformat()),
             raise_on_error=False,
         )
     for event in result.get_asset_materialization_events():

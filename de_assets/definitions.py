@@ -8,9 +8,13 @@ from de_assets.generation.assets import GROUP as GENERATION
 from de_assets.generation.assets import build_generation_assets
 from de_assets.ingestion.assets import GROUP as INGESTION
 from de_assets.ingestion.assets import build_ingestion_assets
+from de_assets.orchestration.alerts import build_alert_sensor
+from de_assets.orchestration.landing_sensor import build_landing_sensor
 from de_assets.orchestration.partitions import daily_partitions
 from de_assets.orchestration.pools import check_hot_tier_pools
+from de_assets.orchestration.propagation import build_propagation_sensor
 from de_assets.orchestration.schedules import build_schedules, maintenance_job
+from de_assets.orchestration.source_sensor import build_source_db_sensor
 from de_assets.settings import HOT, Settings, build_resources, load_settings
 from de_assets.transformation.assets import GROUP as TRANSFORMATION
 from de_assets.transformation.assets import build_transformation_assets
@@ -48,10 +52,21 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         ),
     ]
     check_hot_tier_pools(assets, HOT)
+    interval = settings.sensor_interval_seconds
     return dg.Definitions(
         assets=assets,
         jobs=[main_job, replay_job, maintenance_job],
         schedules=build_schedules(main_job),
+        sensors=[
+            build_landing_sensor(partitions, minimum_interval_seconds=interval),
+            build_source_db_sensor(
+                partitions, minimum_interval_seconds=interval, scan_days=settings.source_scan_days
+            ),
+            build_propagation_sensor(
+                partitions, late_days=settings.late_days, minimum_interval_seconds=interval
+            ),
+            build_alert_sensor(alerts_file=settings.alerts_file, minimum_interval_seconds=interval),
+        ],
         resources=build_resources(settings),
         # The multiprocess executor costs over a second per step on two cores; steps are I/O bound.
         executor=dg.in_process_executor,

@@ -34,6 +34,7 @@ ORDER_LOOKAHEAD_DAYS = "DE_ASSETS_ORDER_LOOKAHEAD_DAYS"
 CUSTOMER_LOOKAHEAD_DAYS = "DE_ASSETS_CUSTOMER_LOOKAHEAD_DAYS"
 CONTRACT_THRESHOLD = "DE_ASSETS_CONTRACT_THRESHOLD"
 SENSOR_INTERVAL = "DE_ASSETS_SENSOR_INTERVAL_SECONDS"
+SOURCE_SCAN_DAYS = "DE_ASSETS_SOURCE_SCAN_DAYS"
 ALERT_WEBHOOK_URL = "DE_ASSETS_ALERT_WEBHOOK_URL"
 
 DEFAULT_HOME = "./.de_assets"
@@ -48,6 +49,9 @@ DEFAULT_CUSTOMER_LOOKAHEAD_DAYS = 31
 DEFAULT_CONTRACT_THRESHOLD = 0.05
 # How often the sensors look for new data (seconds between ticks).
 DEFAULT_SENSOR_INTERVAL_SECONDS = 30
+# How many recent capture windows the source sensor fingerprints each tick (it reads their rows: at a
+# million orders a day, each window costs about a second on SQLite).
+DEFAULT_SOURCE_SCAN_DAYS = 3
 
 
 class SettingsError(ValueError):
@@ -87,6 +91,7 @@ class Settings:
     # Orchestration: the sensors' tick interval (shapes the sensor definitions), the alert log and
     # the optional webhook (a secret: its URL may carry a token, so it reaches resources as EnvVar).
     sensor_interval_seconds: int
+    source_scan_days: int
     alerts_file: Path
     alert_webhook_url: Setting
 
@@ -209,6 +214,7 @@ def load_settings(env: Mapping[str, str] | None = None, today: dt.date | None = 
         customer_lookahead_days=_days(env, CUSTOMER_LOOKAHEAD_DAYS, DEFAULT_CUSTOMER_LOOKAHEAD_DAYS, 366),
         contract_threshold=_share(env, CONTRACT_THRESHOLD, DEFAULT_CONTRACT_THRESHOLD),
         sensor_interval_seconds=_whole(env, SENSOR_INTERVAL, DEFAULT_SENSOR_INTERVAL_SECONDS, 1, 86_400),
+        source_scan_days=_whole(env, SOURCE_SCAN_DAYS, DEFAULT_SOURCE_SCAN_DAYS, 1, 366, " of days"),
         alerts_file=home / "alerts.jsonl",
         alert_webhook_url=_webhook(env),
     )
@@ -228,6 +234,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
         ShopDatabaseResource,
         SimulationResource,
     )
+    from de_assets.orchestration.alerts import AlertWebhookResource
     from de_assets.security.resources import PiiKeyResource
     from de_assets.storage.cold import ColdTierIOManager
     from de_assets.storage.hot import HotTierIOManager
@@ -243,4 +250,5 @@ def build_resources(settings: Settings) -> dict[str, object]:
         "ledger": DefectLedgerResource(folder=settings.ledger_dir.config()),
         "simulation": SimulationResource(),
         "pii_key": PiiKeyResource(key=settings.pii_key.config(), key_file=str(settings.pii_key_file)),
+        "alert_webhook": AlertWebhookResource(url=settings.alert_webhook_url.config()),
     }

@@ -4,29 +4,52 @@ A local path by default; any fsspec URL (``s3://bucket/landing``, ``memory://lan
 way. Writers never expose partial files: data goes to a hidden temporary name (starting with ``.``) in
 the same folder and is then moved to its final name, and :meth:`LandingFolder.list` never shows hidden
 names. File names are plain names (no folders), checked before they reach the filesystem.
+
+Whatever lands is listed (so that nothing goes unseen), but an entry that must not be read carries the
+reason in :attr:`LandedFile.refused`: a name that is not plain, a symbolic link (never followed: it
+could point anywhere, e.g. at a secret outside the folder), anything that is not a regular file (a
+FIFO would block a reader forever), or a path that resolves outside the folder. :meth:`LandingFolder.read`
+refuses the same entries again when it opens them, because a file can be swapped for a link between
+the listing and the read.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import errno
+import os
 import re
+import stat
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import fsspec
+from fsspec.implementations.local import LocalFileSystem
 
 from de_assets.security.identifiers import UnsafeNameError, safe_file_name
 
 _PREFIX = re.compile(r"^[A-Za-z0-9._-]{0,255}$")
+# Reasons in LandedFile.refused: short and without the name, so that callers can group them in logs.
+ODD_NAME = "not a plain file name (letters, digits and . _ - only)"
+SYMLINK = "a symbolic link (never followed)"
+NOT_A_FILE = "not a regular file"
+OUTSIDE = "resolves outside the landing folder"
+# Opening must neither follow a link in the last component nor block on a FIFO (both 0 on Windows).
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+
+
+class RefusedFileError(UnsafeNameError):
+    """A landed entry that must not be read: a symbolic link, not a regular file, or outside the folder."""
 
 
 @dataclass(frozen=True)
 class LandedFile:
     name: str
-    size: int  # bytes
+    size: int  # bytes (of a link's target, as the filesystem reports it; the target is never read)
     modified: float  # seconds since the epoch
+    refused: str | None = None  # why the file must not be read; None for a plain file in the folder
 
 
 class LandingFolder:
@@ -36,6 +59,8 @@ class LandingFolder:
         self.root = root
         self._fs, self._path = fsspec.core.url_to_fs(root, **dict(storage_options or {}))
         self._path = self._path.rstrip("/")
+        # Only a local folder has links and special files; object stores and memory hold plain objects.
+        self._local = isinstance(self._fs, LocalFileSystem)
 
     def _full(self, name: str) -> str:
         return f"{self._path}/{safe_file_name(name, 'landing file name')}"
@@ -55,7 +80,10 @@ class LandingFolder:
         return final
 
     def list(self, prefix: str = "") -> list[LandedFile]:
-        """The landed (final, non-hidden) files whose names start with ``prefix``, sorted by name."""
+        """The landed (final, non-hidden) entries whose names start with ``prefix``, sorted by name.
+
+        Folders are left out; links and special files are listed with :attr:`LandedFile.refused` set.
+        """
         if not isinstance(prefix, str) or not _PREFIX.fullmatch(prefix):
             raise UnsafeNameError(
                 f"refusing landing file prefix {prefix!r}: expected letters, digits and . _ -"
@@ -64,15 +92,40 @@ class LandingFolder:
             entries = self._fs.ls(self._path, detail=True)
         except FileNotFoundError:
             return []
+        real_root = os.path.realpath(self._path) if self._local else None
         files = []
         for entry in entries:
             name = entry["name"].rstrip("/").rsplit("/", 1)[-1]
-            # Names starting with "." are files still being written (or hidden); every other file is
-            # listed, odd names included, so that nothing that landed goes unseen.
-            if entry["type"] != "file" or not name.startswith(prefix) or name.startswith("."):
+            # Names starting with "." are files still being written (or hidden); every other entry is
+            # listed, odd names and links included, so that nothing that landed goes unseen.
+            if not name.startswith(prefix) or name.startswith("."):
                 continue
-            files.append(LandedFile(name=name, size=int(entry["size"]), modified=self._modified(entry)))
+            if entry["type"] == "directory" and not entry.get("islink"):
+                continue
+            files.append(
+                LandedFile(
+                    name=name,
+                    size=int(entry["size"]),
+                    modified=self._modified(entry),
+                    refused=self._refusal(name, entry, real_root),
+                )
+            )
         return sorted(files, key=lambda f: f.name)
+
+    @staticmethod
+    def _refusal(name: str, entry: Mapping[str, Any], real_root: str | None) -> str | None:
+        try:
+            safe_file_name(name)
+        except UnsafeNameError:
+            return ODD_NAME
+        # fsspec's local listing reports links with islink (and type "other", as it does not follow).
+        if entry.get("islink"):
+            return SYMLINK
+        if entry["type"] != "file":
+            return NOT_A_FILE
+        if real_root is not None and os.path.dirname(os.path.realpath(entry["name"])) != real_root:
+            return OUTSIDE
+        return None
 
     def _modified(self, entry: Mapping[str, Any]) -> float:
         # Each filesystem reports the modification time in its own key: local "mtime" (seconds),
@@ -85,7 +138,27 @@ class LandingFolder:
         return stamp.timestamp()
 
     def read(self, name: str) -> bytes:
-        return self._fs.cat_file(self._full(name))
+        """The content of the plain landed file ``name``; raises :class:`RefusedFileError` for a link,
+        a special file or a path outside the folder (nothing of those is read)."""
+        path = self._full(name)
+        if not self._local:
+            return self._fs.cat_file(path)
+        if os.path.islink(path):
+            raise RefusedFileError(f"refusing landed file {name!r}: {SYMLINK}")
+        if os.path.dirname(os.path.realpath(path)) != os.path.realpath(self._path):
+            raise RefusedFileError(f"refusing landed file {name!r}: {OUTSIDE}")
+        # The checks above leave a window in which the file could be swapped for a link or a FIFO;
+        # O_NOFOLLOW and the fstat of what was actually opened close it.
+        try:
+            descriptor = os.open(path, _OPEN_FLAGS)
+        except OSError as error:
+            if error.errno == errno.ELOOP:  # O_NOFOLLOW met a link
+                raise RefusedFileError(f"refusing landed file {name!r}: {SYMLINK}") from None
+            raise
+        with os.fdopen(descriptor, "rb") as opened:
+            if not stat.S_ISREG(os.fstat(opened.fileno()).st_mode):
+                raise RefusedFileError(f"refusing landed file {name!r}: {NOT_A_FILE}")
+            return opened.read()
 
     def remove(self, name: str) -> None:
         self._fs.rm_file(self._full(name))

@@ -32,7 +32,7 @@ from de_assets.orchestration.partitions import days_of
 from de_assets.orchestration.pools import SOURCE_DB_POOL
 from de_assets.quality.checks import column_schema, pandera_check_result, pandera_check_spec
 from de_assets.quality.models import QuarantineModel, RawCustomersModel, RawEventsModel, RawOrdersModel
-from de_assets.security.identifiers import UnsafeNameError, safe_file_name
+from de_assets.security.identifiers import UnsafeNameError
 from de_assets.settings import COLD
 from de_assets.storage.io_manager import PARTITION_COLUMN, TierIOManager
 from de_assets.storage.tier import PartitionState, TableRef
@@ -194,18 +194,20 @@ def _shop_capture_asset(
 def _landed_files(
     context: dg.AssetExecutionContext, landing: LandingFolderResource, day: dt.date
 ) -> dict[str, bytes]:
-    """The day's deliveries by file name; odd names are refused and logged, never read."""
+    """The day's deliveries by file name; refused entries (odd names, symbolic links, anything that is
+    not a plain file inside the folder) are logged and never read, whatever a sensor decided."""
     folder = landing.folder()
     files = {}
     for entry in folder.list("clickstream_"):
         if delivery_day(entry.name) != day:
             continue
-        try:
-            safe_file_name(entry.name, "landing file name")
-        except UnsafeNameError as error:
-            context.log.warning(f"skipping landed file: {error}")
+        if entry.refused is not None:
+            context.log.warning(f"skipping landed file {entry.name!r}: {entry.refused}")
             continue
-        files[entry.name] = folder.read(entry.name)
+        try:
+            files[entry.name] = folder.read(entry.name)
+        except UnsafeNameError as error:  # swapped for a link (or worse) since it was listed
+            context.log.warning(f"skipping landed file: {error}")
     return files
 
 

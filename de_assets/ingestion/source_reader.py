@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.pool import NullPool
 
 from de_assets.security.redaction import redact_sqlalchemy_url
@@ -438,3 +439,60 @@ def window_fingerprint(
         key_sum=int(key_sum),
         updated_seconds_sum=int(seconds_sum),
     )
+
+
+class _utc_day(sa.sql.functions.FunctionElement):
+    """The calendar day of a naive UTC timestamp, as a date, on every supported dialect."""
+
+    type = sa.Date()
+    name = "utc_day"
+    inherit_cache = True
+
+
+@compiles(_utc_day)
+def _compile_utc_day(element: _utc_day, compiler: sa.sql.compiler.SQLCompiler, **kw: object) -> str:
+    # PostgreSQL and DuckDB truncate a timestamp to its day; an epoch-seconds detour would round
+    # 23:59:59.6 up into the next day there.
+    return f"CAST({compiler.process(element.clauses, **kw)} AS DATE)"
+
+
+@compiles(_utc_day, "sqlite")
+def _compile_utc_day_sqlite(element: _utc_day, compiler: sa.sql.compiler.SQLCompiler, **kw: object) -> str:
+    # SQLite keeps timestamps as text, and CAST(... AS DATE) would keep only the leading year.
+    return f"date({compiler.process(element.clauses, **kw)})"
+
+
+def daily_fingerprints(engine: sa.Engine, table: str, since: dt.date) -> dict[dt.date, WindowFingerprint]:
+    """The :class:`WindowFingerprint` of every daily window from ``since`` on that has rows, in one query.
+
+    Each day's fingerprint equals :func:`window_fingerprint` of ``[day, day + 1)``. The only filter is
+    ``updated_at >= since``, so the database reads the watermark index from there on: the cost follows
+    the rows of the days scanned, not the size of the table. Days without rows are left out.
+    """
+    source = _core_table(table)
+    key, stamp = source.c[_contract(table).key], source.c[WATERMARK]
+    day = _utc_day(stamp)
+    seconds = sa.cast(sa.extract("epoch", stamp), sa.BigInteger)
+    statement = (
+        sa.select(
+            day,
+            sa.func.count(),
+            sa.func.max(stamp, type_=sa.DateTime),
+            sa.func.coalesce(sa.func.sum(key % _KEY_MODULUS), 0),
+            sa.func.coalesce(sa.func.sum(seconds), 0),
+        )
+        .where(stamp >= dt.datetime.combine(since, dt.time()))
+        .group_by(day)
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(statement).all()
+    # sa.Date gives a date on every dialect (it parses SQLite's text).
+    return {
+        window: WindowFingerprint(
+            rows=int(count),
+            max_updated_at=None if latest is None else _naive_utc(latest),
+            key_sum=int(key_sum),
+            updated_seconds_sum=int(seconds_sum),
+        )
+        for window, count, latest, key_sum, seconds_sum in rows
+    }

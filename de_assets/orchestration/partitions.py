@@ -6,6 +6,15 @@ import datetime as dt
 
 import dagster as dg
 
+# The run tags of a single-run backfill: a run carrying them covers the whole range in one go.
+RANGE_START = "dagster/asset_partition_range_start"
+RANGE_END = "dagster/asset_partition_range_end"
+
+
+def range_tags(first: str, last: str) -> dict[str, str]:
+    """Tags that make one run cover the partitions ``first``..``last`` (single-run backfill policy)."""
+    return {RANGE_START: first, RANGE_END: last}
+
 
 def daily_partitions(start_date: dt.date) -> dg.DailyPartitionsDefinition:
     # end_offset=0: the newest partition is the last complete day, so schedules and freshness line
