@@ -56,7 +56,7 @@ from de_assets.ingestion.source_reader import (
     daily_fingerprints,
     read_only_engine,
 )
-from de_assets.orchestration.landing_sensor import (
+from de_assets.orchestration.day_marks import (
     DayMark,
     advance,
     dump_cursor,
