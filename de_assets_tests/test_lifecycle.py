@@ -215,3 +215,21 @@ def test_a_partition_failing_its_blocking_checks_leaves_the_tables_untouched(lif
     assert len(before[SESSIONS]) > 0
     for key, frame in before.items():
         pd.testing.assert_frame_equal(frame, lifecycle.read(key, days))
+
+
+def test_each_partition_records_its_own_figures_for_the_control_charts(lifecycle):
+    main, _ = lifecycle.results
+    recorded = {}
+    for event in main.get_asset_materialization_events():
+        materialization = event.step_materialization_data.materialization
+        recorded[(materialization.asset_key, materialization.partition)] = materialization.metadata
+    orders = lifecycle.read(ORDERS, _days(FIRST, LAST))
+    revenue = orders.groupby(orders["created_at"].dt.strftime("%Y-%m-%d"))["amount_eur"].sum()
+    for day in _days(FIRST, LAST):
+        assert recorded[(ORDERS, day)]["revenue_eur"].value == pytest.approx(revenue.get(day, 0.0))
+    evaluations = {(c.asset_key, c.check_name): c for c in main.get_asset_check_evaluations()}
+    by_partition = evaluations[(ORDERS, "row_count_anomaly")].metadata["partitions"].value
+    counts = orders["created_at"].dt.strftime("%Y-%m-%d").value_counts()
+    assert {day: entry["value"] for day, entry in by_partition.items()} == {
+        day: float(counts.get(day, 0)) for day in _days(FIRST, LAST)
+    }

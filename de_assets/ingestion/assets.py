@@ -10,6 +10,7 @@ import hashlib
 from collections.abc import Iterator
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 
 from de_assets.generation.resources import LandingFolderResource, ShopDatabaseResource
@@ -61,8 +62,9 @@ def _created_days(capture: pd.DataFrame, captured_at: dt.datetime, deleted: pd.D
     stamps = [f for f in (new, deleted["created_at"] if len(deleted) else None) if f is not None]
     if not stamps:
         return []
-    days = pd.concat(stamps).dropna().dt.strftime("%Y-%m-%d")
-    return sorted(set(days))
+    # Day codes first, text for the few distinct days only (a capture holds a million versions).
+    days = np.unique(pd.concat(stamps).dropna().to_numpy().astype("datetime64[D]"))
+    return [str(day) for day in days]
 
 
 def _window(day: dt.date) -> tuple[dt.datetime, dt.datetime]:

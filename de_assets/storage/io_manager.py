@@ -80,10 +80,16 @@ def split_by_partition(
         windows = [partitions_def.time_window_for_partition_key(k) for k in keys]
         starts = pd.DatetimeIndex([w.start for w in windows]).tz_convert("UTC")
         ends = pd.DatetimeIndex([w.end for w in windows]).tz_convert("UTC")
-        stamps = pd.to_datetime(values, utc=True, errors="coerce")
-        position = starts.searchsorted(pd.DatetimeIndex(stamps), side="right") - 1
-        inside = (position >= 0) & stamps.notna().to_numpy()
-        inside[inside] = stamps.to_numpy()[inside] < ends.to_numpy()[position[inside]]
+        # Plain UTC datetime64 arrays: a tz-aware Series' to_numpy() would build one Timestamp object
+        # per row (seconds at millions of rows).
+        stamps = (
+            pd.to_datetime(values, utc=True, errors="coerce").dt.tz_localize(None).to_numpy("datetime64[ns]")
+        )
+        start_ns = starts.tz_localize(None).to_numpy("datetime64[ns]")
+        end_ns = ends.tz_localize(None).to_numpy("datetime64[ns]")
+        position = np.searchsorted(start_ns, stamps, side="right") - 1
+        inside = (position >= 0) & ~np.isnat(stamps)
+        inside[inside] = stamps[inside] < end_ns[position[inside]]
     else:
         as_text = values.astype("string")
         lookup = {k: i for i, k in enumerate(keys)}
@@ -95,6 +101,8 @@ def split_by_partition(
             f"{asset}: {len(outside)} of {len(frame)} rows have {partition_column} outside the partitions "
             f"being written ({keys[0]}..{keys[-1]}), e.g. {outside.head(3).tolist()}; refusing to drop them"
         )
+    if len(keys) == 1:
+        return {keys[0]: frame.reset_index(drop=True)}  # every row is inside: no need to reorder a copy
     order = np.argsort(position, kind="stable")
     sorted_frame = frame.iloc[order]
     bounds = np.searchsorted(position[order], np.arange(len(keys) + 1))

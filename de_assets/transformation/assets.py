@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 
 from de_assets.ingestion.assets import RAW_CUSTOMERS, RAW_EVENTS, RAW_EVENTS_REJECTED, RAW_ORDERS
@@ -130,17 +131,31 @@ def _audit(
     model: type,
     table: pd.DataFrame,
     conservation: Mapping[str, Conservation],
-    spc_metrics: Mapping[str, Callable[[pd.DataFrame], float]],
-    partition_column_values: Callable[[pd.DataFrame], pd.Series],
+    spc_sums: Mapping[str, str],
+    partition_column: str,
 ) -> tuple[list[dg.AssetCheckResult], bool]:
-    """The checks of a step's output before it is published; True when the blocking ones passed."""
+    """The checks of a step's output before it is published; True when the blocking ones passed.
+
+    SPC runs on the row count per partition and on the sum of each column in ``spc_sums`` (metric
+    name -> column); ``partition_column`` holds each row's partition day.
+    """
     results = [
         pandera_check_result(model, table, check_name=pandera_check_spec(model, key).name, asset_key=key),
         conservation_check_result("conservation", conservation),
     ]
-    partitions = partition_column_values(table)
-    for metric, compute in spc_metrics.items():
-        values = {pk: float(compute(table[partitions == pk])) for pk in conservation}
+    # Grouped once over day codes: no per-row text, no copy of a partition's rows.
+    keys = list(conservation)
+    position = {day: i for i, day in enumerate(np.asarray(keys, dtype="datetime64[D]"))}
+    days = _days(table[partition_column])
+    found, inverse = np.unique(days, return_inverse=True)
+    slot = np.array([position.get(day, -1) for day in found], dtype=np.int64)[inverse]
+    mine = slot >= 0
+    metrics = {ROW_COUNT: np.bincount(slot[mine], minlength=len(keys)).astype(float)}
+    for metric, column in spc_sums.items():
+        weights = table[column].to_numpy(dtype=float, na_value=0.0)[mine]
+        metrics[metric] = np.bincount(slot[mine], weights=weights, minlength=len(keys))
+    for metric, by_slot in metrics.items():
+        values = {pk: float(by_slot[i]) for i, pk in enumerate(keys)}
         history = metric_history(context.instance, key, metric)
         results.append(
             spc_check_result(
@@ -152,6 +167,15 @@ def _audit(
                 context.add_asset_metadata({metric: value}, asset_key=key, partition_key=pk)
     passed = all(r.passed for r in results[:2])
     return [_for(key, r) for r in results], passed
+
+
+def _days(values: pd.Series) -> np.ndarray:
+    """Each value's UTC day as datetime64[D] (timestamps, aware or naive, or ISO day strings)."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        if isinstance(values.dtype, pd.DatetimeTZDtype):
+            values = values.dt.tz_convert("UTC").dt.tz_localize(None)
+        return values.to_numpy().astype("datetime64[D]")
+    return np.asarray(values.to_numpy(dtype=object), dtype="datetime64[D]")
 
 
 def _record(
@@ -219,7 +243,7 @@ def _shop_table_asset(
     lookahead_days: int,
     build: Callable[..., object],
     result_table: str,
-    extra_metrics: Mapping[str, Callable[[pd.DataFrame], float]],
+    extra_metrics: Mapping[str, str],
     description: str,
     needs_key: bool,
     partitions_def: dg.PartitionsDefinition,
@@ -277,8 +301,8 @@ def _shop_table_asset(
             model,
             table,
             outputs.conservation,
-            {ROW_COUNT: len, **extra_metrics},
-            lambda frame: frame["created_at"].dt.strftime("%Y-%m-%d"),
+            extra_metrics,
+            "created_at",
         )
         yield from _publish(
             checks,
@@ -367,8 +391,8 @@ def _events_asset(
             EventsModel,
             table,
             outputs.conservation,
-            {ROW_COUNT: len},
-            lambda frame: frame["event_time"].dt.strftime("%Y-%m-%d"),
+            {},
+            "event_time",
         )
         worst_day, (rejected, total) = max(
             delivered.items(), key=lambda item: item[1][0] / item[1][1], default=("none", (0, 0))
@@ -425,9 +449,10 @@ def _sessions_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinit
         context: dg.AssetExecutionContext, events: pd.DataFrame
     ) -> Iterator[dg.AssetCheckResult | dg.Output[pd.DataFrame]]:
         frames, conservation = [], {}
-        day_of_event = events["event_time"].dt.strftime("%Y-%m-%d") if len(events) else pd.Series(dtype="str")
+        event_days = _days(events["event_time"]) if len(events) else np.array([], dtype="datetime64[D]")
         for partition, day in days_of(context):
-            result = sessionise(events[day_of_event == partition], day)
+            on_day = event_days == np.datetime64(day, "D")
+            result = sessionise(events if on_day.all() else events[on_day], day)
             frames.append(result.sessions)
             conservation[partition] = result.conservation
             _record(context, SESSIONS, partition, result.conservation.as_metadata())
@@ -438,8 +463,8 @@ def _sessions_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinit
             SessionsModel,
             table,
             conservation,
-            {ROW_COUNT: len},
-            lambda f: f["session_day"],
+            {},
+            "session_day",
         )
         yield from checks
         if passed:
@@ -506,8 +531,8 @@ def _quarantine_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefin
             QuarantineModel,
             union,
             conservation,
-            {ROW_COUNT: len},
-            lambda f: f["partition"],
+            {},
+            "partition",
         )
         yield from _publish(checks, passed, {"result": union})
 
@@ -531,7 +556,7 @@ def build_transformation_assets(
         lookahead_days=order_lookahead_days,
         build=build_orders,
         result_table="orders",
-        extra_metrics={"revenue_eur": lambda frame: frame["amount_eur"].sum()},
+        extra_metrics={"revenue_eur": "amount_eur"},
         description="Orders created on the day, each in its latest captured version (repeated captures of a "
         "version count once), deleted orders dropped, amounts normalised to EUR through the reference "
         "rate table; invalid orders are quarantined with a reason.",
