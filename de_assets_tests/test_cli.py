@@ -106,3 +106,8 @@ def test_replay_rebuilds_transformation_from_the_raw_zone_without_touching_the_s
     assert "ingestion/" not in out
     assert {p: p.read_bytes() for p in sources} == sources
     assert sorted(p.name for p in (home / "ledger").rglob("*")) == ledger
+
+
+def test_replay_before_anything_was_ingested_builds_empty_partitions(home, capsys):
+    assert main(["replay", "--days", "2"]) == 0
+    assert "replay_job over" in capsys.readouterr().out

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from de_assets.ingestion.clickstream_files import RAW_EVENTS_ASSET
+from de_assets.ingestion.clickstream_files import RAW_EVENTS_ASSET, empty_raw_events
 from de_assets.quality.conservation import Conservation
 from de_assets.transformation.event_contract import CONTRACT_VALUE_COLUMNS, check_contract
 from de_assets.transformation.quarantine import Reason, empty_quarantine, quarantine_frame
@@ -94,6 +94,8 @@ def build_events(
         raise ValueError("late_limit_days must be >= 0")
     if processed_at.tzinfo is None:
         raise ValueError("processed_at must be timezone-aware")
+    if raw.empty and "delivery_day" not in raw.columns:
+        raw = empty_raw_events()  # no raw partition materialised yet: nothing delivered
     window = [(day + dt.timedelta(days=k)).isoformat() for k in range(late_limit_days + 1)]
     # Positions and a delivery rank instead of filtering and sorting, which would copy every payload.
     in_window = raw["delivery_day"].isin(window).to_numpy()

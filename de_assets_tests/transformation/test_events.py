@@ -352,3 +352,11 @@ def test_an_event_before_the_first_partition_is_quarantined_by_its_delivery_day(
     assert build_events(raw, DAY - dt.timedelta(days=1), **options).events["event_id"].tolist() == [
         "yesterday"
     ]
+
+
+def test_nothing_ingested_yet_gives_an_empty_partition():
+    result = build(pd.DataFrame())  # what the tier returns when no raw partition exists at all
+    assert result.events.empty
+    assert has_layout(result.events, EVENT_COLUMNS)
+    assert result.quarantine.empty
+    assert result.conservation.rows_in == 0
