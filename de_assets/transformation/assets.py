@@ -233,6 +233,39 @@ def _publish(
             yield dg.Output(frame, output_name=name)
 
 
+def _cleaning_step(
+    *,
+    name: str,
+    key: dg.AssetKey,
+    rejected_key: dg.AssetKey,
+    model: type,
+    partition_column: str,
+    description: str,
+    raw_key: dg.AssetKey,
+    raw_days_after: int,
+    extra_checks: list[dg.AssetCheckSpec],
+    partitions_def: dg.PartitionsDefinition,
+) -> Callable[[Callable[..., object]], dg.AssetsDefinition]:
+    """The multi-asset shared by the cleaning steps: a hot table and its cold ``*_rejected`` records,
+    from a look-ahead window of a raw asset, with the quality checks of both outputs."""
+    return dg.multi_asset(
+        name=name,
+        outs={
+            name: _table_out(key, model, partition_column, description),
+            f"{name}_rejected": _rejects_out(rejected_key, name),
+        },
+        ins={"raw": _window_in(raw_key, raw_days_after)},
+        group_name=GROUP,
+        partitions_def=partitions_def,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        pool=HOT_TIER_POOL,
+        check_specs=_quality_specs(
+            key, model, [*extra_checks, pandera_check_spec(QuarantineModel, rejected_key)]
+        ),
+        can_subset=False,
+    )
+
+
 def _shop_table_asset(
     *,
     name: str,
@@ -248,31 +281,22 @@ def _shop_table_asset(
     needs_key: bool,
     partitions_def: dg.PartitionsDefinition,
 ) -> dg.AssetsDefinition:
-    @dg.multi_asset(
+    @_cleaning_step(
         name=name,
-        outs={
-            name: _table_out(key, model, "created_at", description),
-            f"{name}_rejected": _rejects_out(rejected_key, name),
-        },
-        ins={"raw": _window_in(raw_key, lookahead_days)},
-        group_name=GROUP,
+        key=key,
+        rejected_key=rejected_key,
+        model=model,
+        partition_column="created_at",
+        description=description,
+        raw_key=raw_key,
+        raw_days_after=lookahead_days,
+        extra_checks=[
+            dg.AssetCheckSpec(
+                f"{metric}_anomaly", asset=key, description=f"SPC on {metric} per partition (WARN)."
+            )
+            for metric in extra_metrics
+        ],
         partitions_def=partitions_def,
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        pool=HOT_TIER_POOL,
-        check_specs=_quality_specs(
-            key,
-            model,
-            [
-                *(
-                    dg.AssetCheckSpec(
-                        f"{metric}_anomaly", asset=key, description=f"SPC on {metric} per partition (WARN)."
-                    )
-                    for metric in extra_metrics
-                ),
-                pandera_check_spec(QuarantineModel, rejected_key),
-            ],
-        ),
-        can_subset=False,
     )
     def step(
         context: dg.AssetExecutionContext, raw: pd.DataFrame, pii_key: PiiKeyResource
@@ -317,43 +341,29 @@ def _shop_table_asset(
 def _events_asset(
     partitions_def: dg.PartitionsDefinition, late_days: int, contract_threshold: float
 ) -> dg.AssetsDefinition:
-    @dg.multi_asset(
+    @_cleaning_step(
         name="events",
-        outs={
-            "events": _table_out(
-                EVENTS,
-                EventsModel,
-                "event_time",
-                "Clickstream events, typed and validated against the data contract, deduplicated by event_id "
-                "(first delivery wins; a re-sent id with other content is quarantined as a conflict), in the "
-                f"partition of the day they happened. Events arriving up to {late_days} days late reach "
-                "their day when it is re-materialised; later ones are quarantined as too late.",
+        key=EVENTS,
+        rejected_key=EVENTS_REJECTED,
+        model=EventsModel,
+        partition_column="event_time",
+        description="Clickstream events, typed and validated against the data contract, deduplicated by "
+        "event_id (first delivery wins; a re-sent id with other content is quarantined as a conflict), in "
+        f"the partition of the day they happened. Events arriving up to {late_days} days late reach "
+        "their day when it is re-materialised; later ones are quarantined as too late.",
+        raw_key=RAW_EVENTS,
+        raw_days_after=late_days,
+        extra_checks=[
+            dg.AssetCheckSpec(
+                "data_contract",
+                asset=EVENTS,
+                description=f"Share of a delivery's lines rejected by parsing or the contract: WARN up to "
+                f"{contract_threshold:.1%}, ERROR above (that delivery's rows are then quarantined as "
+                "contract_broken, blocking only the partitions it feeds).",
             ),
-            "events_rejected": _rejects_out(EVENTS_REJECTED, "events"),
-        },
-        ins={"raw": _window_in(RAW_EVENTS, late_days)},
-        group_name=GROUP,
+            dg.AssetCheckSpec("schema_drift", asset=EVENTS, description="Fields not in the contract (WARN)."),
+        ],
         partitions_def=partitions_def,
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        pool=HOT_TIER_POOL,
-        check_specs=_quality_specs(
-            EVENTS,
-            EventsModel,
-            [
-                dg.AssetCheckSpec(
-                    "data_contract",
-                    asset=EVENTS,
-                    description=f"Share of a delivery's lines rejected by parsing or the contract: WARN up to "
-                    f"{contract_threshold:.1%}, ERROR above (that delivery's rows are then quarantined as "
-                    "contract_broken, blocking only the partitions it feeds).",
-                ),
-                dg.AssetCheckSpec(
-                    "schema_drift", asset=EVENTS, description="Fields not in the contract (WARN)."
-                ),
-                pandera_check_spec(QuarantineModel, EVENTS_REJECTED),
-            ],
-        ),
-        can_subset=False,
     )
     def events(
         context: dg.AssetExecutionContext, raw: pd.DataFrame
