@@ -15,6 +15,8 @@ from de_assets.orchestration.pools import check_hot_tier_pools
 from de_assets.orchestration.propagation import build_propagation_sensor
 from de_assets.orchestration.schedules import build_schedules, maintenance_job
 from de_assets.orchestration.source_sensor import build_source_db_sensor
+from de_assets.serving.assets import GROUP as SERVING
+from de_assets.serving.assets import build_serving_assets
 from de_assets.settings import HOT, Settings, build_resources, load_settings
 from de_assets.transformation.assets import GROUP as TRANSFORMATION
 from de_assets.transformation.assets import build_transformation_assets
@@ -27,14 +29,14 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     partitions = daily_partitions(settings.start_date)
     main_job = dg.define_asset_job(
         MAIN_JOB,
-        selection=dg.AssetSelection.groups(GENERATION, INGESTION, TRANSFORMATION),
+        selection=dg.AssetSelection.groups(GENERATION, INGESTION, TRANSFORMATION, SERVING),
         description="The whole lifecycle for a day (or a range of days), stage by stage.",
     )
     replay_job = dg.define_asset_job(
         REPLAY_JOB,
-        selection=dg.AssetSelection.groups(TRANSFORMATION),
-        description="Rebuilds transformation (and later serving) partitions from the raw zone alone, "
-        "without touching the sources.",
+        selection=dg.AssetSelection.groups(TRANSFORMATION, SERVING),
+        description="Rebuilds transformation and serving partitions from the raw zone alone, without "
+        "reading the sources (serving's reverse ETL still writes its segments to the shop).",
     )
     assets = [
         *build_generation_assets(partitions),
@@ -49,6 +51,12 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             order_lookahead_days=settings.order_lookahead_days,
             customer_lookahead_days=settings.customer_lookahead_days,
             contract_threshold=settings.contract_threshold,
+        ),
+        *build_serving_assets(
+            partitions,
+            late_days=settings.late_days,
+            order_lookahead_days=settings.order_lookahead_days,
+            customer_lookahead_days=settings.customer_lookahead_days,
         ),
     ]
     check_hot_tier_pools(assets, HOT)

@@ -36,6 +36,8 @@ CONTRACT_THRESHOLD = "DE_ASSETS_CONTRACT_THRESHOLD"
 SENSOR_INTERVAL = "DE_ASSETS_SENSOR_INTERVAL_SECONDS"
 SOURCE_SCAN_DAYS = "DE_ASSETS_SOURCE_SCAN_DAYS"
 ALERT_WEBHOOK_URL = "DE_ASSETS_ALERT_WEBHOOK_URL"
+SEGMENTS_DB_URL = "DE_ASSETS_SEGMENTS_DB_URL"
+REPORTS_DIR = "DE_ASSETS_REPORTS_DIR"
 
 DEFAULT_HOME = "./.de_assets"
 DEFAULT_HISTORY_DAYS = 90
@@ -94,6 +96,10 @@ class Settings:
     source_scan_days: int
     alerts_file: Path
     alert_webhook_url: Setting
+    # Serving: where reverse ETL writes (its own connection; by default the shop database's URL, in
+    # production a role granted only the segment tables) and where report images go.
+    segments_db_url: Setting
+    reports_dir: Setting
 
 
 def _sqlalchemy_url(variable: str, value: str) -> str:
@@ -198,9 +204,10 @@ def load_settings(env: Mapping[str, str] | None = None, today: dt.date | None = 
         check(variable, value)
         return Setting(variable, value, from_env=bool(raw))
 
+    source_db_url = setting(SOURCE_DB_URL, f"sqlite:///{home / 'source' / 'shop.sqlite'}", _sqlalchemy_url)
     return Settings(
         home=home,
-        source_db_url=setting(SOURCE_DB_URL, f"sqlite:///{home / 'source' / 'shop.sqlite'}", _sqlalchemy_url),
+        source_db_url=source_db_url,
         landing_dir=setting(LANDING_DIR, str(home / "landing"), _storage_url),
         hot_url=setting(HOT_URL, f"duckdb:///{home / 'hot' / 'warehouse.duckdb'}", _sqlalchemy_url),
         cold_url=setting(COLD_URL, str(home / "cold"), _storage_url),
@@ -217,6 +224,11 @@ def load_settings(env: Mapping[str, str] | None = None, today: dt.date | None = 
         source_scan_days=_whole(env, SOURCE_SCAN_DAYS, DEFAULT_SOURCE_SCAN_DAYS, 1, 366, " of days"),
         alerts_file=home / "alerts.jsonl",
         alert_webhook_url=_webhook(env),
+        # Unset: the source's own setting, so a password in it still travels only as its EnvVar.
+        segments_db_url=(
+            setting(SEGMENTS_DB_URL, "", _sqlalchemy_url) if env.get(SEGMENTS_DB_URL) else source_db_url
+        ),
+        reports_dir=setting(REPORTS_DIR, str(home / "reports"), _local_folder),
     )
 
 
@@ -236,6 +248,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
     )
     from de_assets.orchestration.alerts import AlertWebhookResource
     from de_assets.security.resources import PiiKeyResource
+    from de_assets.serving.resources import ReportsResource, SegmentsDatabaseResource, WarehouseResource
     from de_assets.storage.cold import ColdTierIOManager
     from de_assets.storage.hot import HotTierIOManager
 
@@ -251,4 +264,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
         "simulation": SimulationResource(),
         "pii_key": PiiKeyResource(key=settings.pii_key.config(), key_file=str(settings.pii_key_file)),
         "alert_webhook": AlertWebhookResource(url=settings.alert_webhook_url.config()),
+        "warehouse": WarehouseResource(url=settings.hot_url.config()),
+        "segments_db": SegmentsDatabaseResource(url=settings.segments_db_url.config()),
+        "reports": ReportsResource(folder=settings.reports_dir.config()),
     }

@@ -69,13 +69,14 @@ def _orders(settings):
 
 
 def _stored(settings, definitions, days) -> dict[dg.AssetKey, pd.DataFrame]:
-    """Every ingestion and transformation table over ``days``, in a stable order, without process times."""
+    """Every ingestion, transformation and serving table over ``days``, in a stable order, without
+    process times (reverse ETL's segments live in the shop database, not in a tier)."""
     graph = definitions.resolve_asset_graph()
     stores = {"hot": HotStore(settings.hot_url.value), "cold": ColdStore(settings.cold_url.value)}
     tables = {}
     for key in graph.materializable_asset_keys:
         node = graph.get(key)
-        if node.group_name not in ("ingestion", "transformation"):
+        if node.group_name not in ("ingestion", "transformation", "serving") or node.tags["tier"] not in stores:
             continue
         _, frame = stores[node.tags["tier"]].load(TableRef.for_asset_key(key, "day"), days)
         frame = frame.drop(columns=["processed_at", "detected_at"], errors="ignore")
@@ -94,9 +95,9 @@ def test_main_job_over_a_range_records_each_day_and_reruns_idempotently(tmp_path
             materialization = event.step_materialization_data.materialization
             by_partition[(materialization.asset_key, materialization.partition)] = materialization.metadata
         days = ["2026-11-02", "2026-11-03", "2026-11-04"]
-        # Every asset of the job (generation through transformation) lands each day of the range.
+        # Every asset of the job (generation through serving) lands each day of the range.
         graph = definitions.resolve_asset_graph()
-        lifecycle = {"generation", "ingestion", "transformation"}
+        lifecycle = {"generation", "ingestion", "transformation", "serving"}
         job_assets = {k for k in graph.materializable_asset_keys if graph.get(k).group_name in lifecycle}
         assert {SHOP_DATABASE, CLICKSTREAM_LANDING} < job_assets
         assert set(by_partition) == {(k, d) for k in job_assets for d in days}

@@ -394,3 +394,15 @@ def _number(entry: object) -> float | None:
         value = float(entry.value)
         return value if math.isfinite(value) else None
     return None
+
+
+def for_asset(key: dg.AssetKey, result: dg.AssetCheckResult) -> dg.AssetCheckResult:
+    """``result`` for the asset ``key``: a multi-asset step must say which of its assets a check is on."""
+    return dg.AssetCheckResult(
+        asset_key=key,
+        check_name=result.check_name,
+        passed=result.passed,
+        severity=result.severity,
+        metadata=result.metadata,
+        description=result.description,
+    )

@@ -20,6 +20,7 @@ import pandera.pandas as pa
 from pandera import extensions
 from pandera.typing import Series
 
+from de_assets.serving.segments import SEGMENTS
 from de_assets.transformation.event_contract import EVENT_TYPES
 from de_assets.transformation.quarantine import Reason
 
@@ -343,6 +344,124 @@ class QuarantineModel(pa.DataFrameModel):
 
     class Config:
         description = "Rejected records with where their payload is kept and why."
+        strict = True
+        coerce = False
+        metadata = pii()
+
+
+# --- serving ---------------------------------------------------------------------------------------
+
+
+class DailyKpisModel(pa.DataFrameModel):
+    """Business KPIs per day and country (`serving/daily_kpis`); see :mod:`de_assets.serving.kpis`."""
+
+    kpi_day: Series[str] = pa.Field(
+        str_fullmatch=DAY_PATTERN, description="Day of the figures (YYYY-MM-DD): the partition."
+    )
+    country: Series[str] = pa.Field(
+        description="Customer's country (ISO 3166-1 alpha-2), or `unknown` for anonymous visitors and "
+        "customers the warehouse does not know."
+    )
+    orders: Series[int] = pa.Field(ge=0, description="Orders created on the day, cancelled ones excluded.")
+    cancelled_orders: Series[int] = pa.Field(ge=0, description="Orders created on the day and cancelled.")
+    revenue_eur: Series[float] = pa.Field(ge=0, description="Sum of the `orders`' amounts in EUR.")
+    average_order_value_eur: Series[float] = pa.Field(
+        ge=0, nullable=True, description="`revenue_eur` / `orders`; null without orders."
+    )
+    customers: Series[int] = pa.Field(ge=0, description="Distinct customers among `orders`.")
+    sessions: Series[int] = pa.Field(ge=0, description="Sessions started on the day.")
+    converted_sessions: Series[int] = pa.Field(ge=0, description="Sessions with a purchase event.")
+    conversion_rate: Series[float] = pa.Field(
+        ge=0, le=1, nullable=True, description="`converted_sessions` / `sessions`; null without sessions."
+    )
+    events: Series[int] = pa.Field(ge=0, description="Events that happened on the day.")
+    late_events: Series[int] = pa.Field(ge=0, description="Of those, events delivered after the day.")
+    late_event_share: Series[float] = pa.Field(
+        ge=0, le=1, nullable=True, description="`late_events` / `events`; null without events."
+    )
+
+    @pa.dataframe_check(error="day and country repeat")
+    def one_row_per_country(cls, frame: pd.DataFrame) -> pd.Series:
+        return ~frame.duplicated(["kpi_day", "country"], keep=False)
+
+    class Config:
+        description = "Business KPIs per day and country."
+        strict = True
+        coerce = False
+        metadata = pii()
+
+
+class CustomerFeaturesModel(pa.DataFrameModel):
+    """Point-in-time customer features (`serving/customer_features`); see :mod:`de_assets.serving.features`."""
+
+    feature_day: Series[str] = pa.Field(
+        str_fullmatch=DAY_PATTERN, description="The features are as of the end of this day: the partition."
+    )
+    customer_token: Series[str] = pa.Field(
+        str_fullmatch=HEX64_PATTERN,
+        description="The customer's keyed token (as in `transformation/customers`).",
+    )
+    as_of: Series[UtcTimestamp] = pa.Field(description="End of `feature_day` (UTC): nothing later was used.")
+    new_account: Series[bool] = pa.Field(description="Account opened in the last 7 days.")
+    recency_days: Series[NullableInt] = pa.Field(
+        ge=0, le=90, nullable=True, description="Days since the last non-cancelled order (within 90 days)."
+    )
+    orders_7d: Series[int] = pa.Field(ge=0, description="Non-cancelled orders created in the last 7 days.")
+    orders_30d: Series[int] = pa.Field(ge=0, description="Non-cancelled orders created in the last 30 days.")
+    orders_90d: Series[int] = pa.Field(ge=0, description="Non-cancelled orders created in the last 90 days.")
+    revenue_eur_7d: Series[float] = pa.Field(ge=0, description="Their amount in EUR, last 7 days.")
+    revenue_eur_30d: Series[float] = pa.Field(ge=0, description="Their amount in EUR, last 30 days.")
+    revenue_eur_90d: Series[float] = pa.Field(ge=0, description="Their amount in EUR, last 90 days.")
+    sessions_7d: Series[int] = pa.Field(ge=0, description="Sessions in the last 7 days.")
+    sessions_30d: Series[int] = pa.Field(ge=0, description="Sessions in the last 30 days.")
+    events_7d: Series[int] = pa.Field(
+        ge=0, description="Events in the last 7 days (arrived by the end of the day)."
+    )
+    events_30d: Series[int] = pa.Field(
+        ge=0, description="Events in the last 30 days (arrived by the end of the day)."
+    )
+    preferred_device: Series[str] = pa.Field(
+        nullable=True, description="Most frequent device of the last 30 days' events (ties: alphabetical)."
+    )
+    pii_key_fingerprint: Series[str] = pa.Field(
+        str_fullmatch=HEX16_PATTERN, description="Fingerprint of the key the token was made with."
+    )
+
+    @pa.dataframe_check(error="a customer appears twice in a day")
+    def one_row_per_customer(cls, frame: pd.DataFrame) -> pd.Series:
+        return ~frame.duplicated(["feature_day", "customer_token"], keep=False)
+
+    @pa.dataframe_check(error="a shorter window counts more than a longer one")
+    def windows_nest(cls, frame: pd.DataFrame) -> pd.Series:
+        return (
+            (frame["orders_7d"] <= frame["orders_30d"])
+            & (frame["orders_30d"] <= frame["orders_90d"])
+            & (frame["sessions_7d"] <= frame["sessions_30d"])
+            & (frame["events_7d"] <= frame["events_30d"])
+        )
+
+    class Config:
+        description = "Point-in-time customer features."
+        strict = True
+        coerce = False
+        metadata = pii("customer_token")
+
+
+class CustomerSegmentsModel(pa.DataFrameModel):
+    """What reverse ETL writes to the shop (`serving/customer_segments`); see :mod:`de_assets.serving.segments`."""
+
+    computed_for_day: Series[str] = pa.Field(
+        str_fullmatch=DAY_PATTERN, description="Day whose features gave the segment: the partition."
+    )
+    customer_id: Series[int] = pa.Field(description="The shop's own customer id.")
+    segment: Series[str] = pa.Field(isin=SEGMENTS, description="new, active, at_risk or churned.")
+
+    @pa.dataframe_check(error="a customer has two segments on one day")
+    def one_row_per_customer(cls, frame: pd.DataFrame) -> pd.Series:
+        return ~frame.duplicated(["computed_for_day", "customer_id"], keep=False)
+
+    class Config:
+        description = "Customer segments for the shop."
         strict = True
         coerce = False
         metadata = pii()

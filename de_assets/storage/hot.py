@@ -44,6 +44,10 @@ META_STAGE = "de_assets_meta"
 _WHOLE_TABLE = ""
 
 
+# Values per IN (...) of a keyed lookup: below SQLite's bound-parameter limit, fine for any driver.
+_LOOKUP_BATCH = 5_000
+
+
 class HotTierLockedError(StorageError):
     """Another process kept the embedded database locked for longer than the lock timeout."""
 
@@ -391,6 +395,31 @@ class HotStore(TierStore):
             for key in dict.fromkeys(keys)
         ]
         return (pa.concat_tables(parts) if parts else declared.empty_table()).to_pandas()
+
+    def lookup(
+        self, table: TableRef, column: str, values: Sequence[object], columns: Sequence[str]
+    ) -> pd.DataFrame:
+        """``columns`` of the rows (any partition) whose ``column`` is one of ``values``: a keyed read,
+        as a join to a dimension needs, without loading the table. No table yet: no rows."""
+        wanted = list(dict.fromkeys(columns))
+        unique = list(dict.fromkeys(values))
+        with self._session() as session:
+            declared = session.declared(table)
+            if declared is None:
+                return pd.DataFrame({name: pd.Series(dtype="object") for name in wanted})
+            unknown = [name for name in [column, *wanted] if name not in declared.names]
+            if unknown:
+                raise KeyError(f"{table.qualified_name} has no column {', '.join(map(repr, unknown))}")
+            schema = pa.schema([declared.field(name) for name in wanted])
+            target = session.definition(table, declared)
+            parts = [
+                self._dialect.select_where(
+                    session.conn, target, schema, column, unique[start : start + _LOOKUP_BATCH]
+                )
+                for start in range(0, len(unique), _LOOKUP_BATCH)
+            ]
+            data = pa.concat_tables(parts) if parts else schema.empty_table()
+            return _conform(data, schema).to_pandas()
 
     def remove(self, table: TableRef, key: PartitionKey, reason: str) -> None:
         key = table.check_key(key)

@@ -180,8 +180,18 @@ class GenericDialect:
         One partition per query: the engine's order within a filtered scan is the insertion order,
         while a multi-key IN may be planned as a join that interleaves partitions and row groups.
         """
+        return self._rows(conn, table, schema, self.key_filter(table, [key]))
+
+    def select_where(
+        self, conn: sa.Connection, table: sa.Table, schema: pa.Schema, column: str, values: Sequence[object]
+    ) -> pa.Table:
+        """The rows of any partition whose ``column`` is one of ``values`` (a bounded list)."""
+        return self._rows(conn, table, schema, table.c[column].in_(list(values)))
+
+    def _rows(
+        self, conn: sa.Connection, table: sa.Table, schema: pa.Schema, where: sa.ColumnElement[bool] | None
+    ) -> pa.Table:
         statement = sa.select(*(table.c[n] for n in schema.names))
-        where = self.key_filter(table, [key])
         if where is not None:
             statement = statement.where(where)
         rows = conn.execute(statement).all()

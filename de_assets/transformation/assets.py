@@ -26,6 +26,7 @@ from de_assets.quality.checks import (
     column_schema,
     conservation_check_result,
     drift_check_result,
+    for_asset,
     metric_history,
     pandera_check_result,
     pandera_check_spec,
@@ -166,7 +167,7 @@ def _audit(
             for pk, value in values.items():
                 context.add_asset_metadata({metric: value}, asset_key=key, partition_key=pk)
     passed = all(r.passed for r in results[:2])
-    return [_for(key, r) for r in results], passed
+    return [for_asset(key, r) for r in results], passed
 
 
 def _days(values: pd.Series) -> np.ndarray:
@@ -415,7 +416,7 @@ def _events_asset(
             what=f"lines delivered on the worst day read ({worst_day})",
         )
         drift = drift_check_result("schema_drift", new_fields)
-        checks += [_for(EVENTS, c) for c in (contract, drift)]
+        checks += [for_asset(EVENTS, c) for c in (contract, drift)]
         yield from _publish(
             checks,
             passed,
@@ -424,17 +425,6 @@ def _events_asset(
         )
 
     return events
-
-
-def _for(key: dg.AssetKey, result: dg.AssetCheckResult) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(
-        asset_key=key,
-        check_name=result.check_name,
-        passed=result.passed,
-        severity=result.severity,
-        metadata=result.metadata,
-        description=result.description,
-    )
 
 
 def _sessions_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:

@@ -1,0 +1,1 @@
+"""Serving: the BI mart, ML features and reverse ETL."""
