@@ -106,11 +106,15 @@ def _check_days(days: list[dt.date], settings: Settings) -> None:
         )
 
 
-def _execute(job_name: str, days: list[dt.date], settings: Settings, run_config: dict[str, object]) -> int:
-    """Run a job over the days as one run on the home's instance; print figures, failures and checks."""
+def _execute(
+    job_name: str, days: list[dt.date], settings: Settings, run_config: dict[str, object], verbose: bool
+) -> int:
+    """Run a job over the days as one run on the home's instance; print its summary (``verbose``: the
+    run's INFO log and every partition's figures as well)."""
     from de_assets.definitions import build_definitions
     from de_assets.orchestration.instance import local_instance
     from de_assets.orchestration.partitions import range_tags
+    from de_assets.orchestration.run_summary import format_problems, format_summary, summarise
 
     _check_days(days, settings)
     job = build_definitions(settings).resolve_job_def(job_name)
@@ -119,61 +123,49 @@ def _execute(job_name: str, days: list[dt.date], settings: Settings, run_config:
             instance=instance,
             run_config={
                 **run_config,
-                # Step-by-step DEBUG events are for the UI; the terminal gets progress and problems.
-                "loggers": {"console": {"config": {"log_level": "INFO"}}},
+                # Step-by-step events are for the UI; the terminal gets warnings and the summary.
+                "loggers": {"console": {"config": {"log_level": "INFO" if verbose else "WARNING"}}},
             },
             tags=range_tags(days[0].isoformat(), days[-1].isoformat()),
             raise_on_error=False,
         )
-    for event in result.get_asset_materialization_events():
-        materialization = event.step_materialization_data.materialization
-        figures = ", ".join(
-            f"{name.removeprefix('dagster/')}={value.value}"
-            for name, value in materialization.metadata.items()
-            if isinstance(value.value, int) and not isinstance(value.value, bool) and name != "seed"
-        )
-        print(f"  {materialization.partition} {materialization.asset_key.to_user_string()}: {figures}")
-    checks = result.get_asset_check_evaluations()
-    for check in checks:
-        if not check.passed:
-            print(
-                f"  check {check.asset_key.to_user_string()}:{check.check_name} failed ({check.severity.value})",
-                file=sys.stderr,
+    if verbose:
+        for event in result.get_asset_materialization_events():
+            materialization = event.step_materialization_data.materialization
+            figures = ", ".join(
+                f"{name.removeprefix('dagster/')}={value.value}"
+                for name, value in materialization.metadata.items()
+                if isinstance(value.value, int) and not isinstance(value.value, bool) and name != "seed"
             )
-    for failure in result.get_step_failure_events():
-        error = failure.step_failure_data.error
-        print(
-            f"  step {failure.step_key} failed: {error.message.strip() if error else 'unknown error'}",
-            file=sys.stderr,
-        )
-    status = "succeeded" if result.success else "FAILED"
-    passed = sum(1 for check in checks if check.passed)
-    print(
-        f"{job_name} over {days[0]}..{days[-1]} {status} (run {result.run_id}); {passed} of {len(checks)} "
-        "checks passed; see it with `de-assets dev`"
-    )
+            print(f"  {materialization.partition} {materialization.asset_key.to_user_string()}: {figures}")
+    summary = summarise(job_name, days[0].isoformat(), days[-1].isoformat(), result)
+    print(*format_summary(summary), sep="\n")
+    for line in format_problems(summary):
+        print(line, file=sys.stderr)
     return 0 if result.success else 1
 
 
 def _run(args: argparse.Namespace, settings: Settings, today: dt.date) -> int:
     from de_assets.definitions import MAIN_JOB, REPLAY_JOB
+    from de_assets.orchestration.run_summary import output_locations
 
     days = _days_range(args, today)
     config = {"resources": {"simulation": {"config": _simulation_config(args)}}}
-    status = _execute(MAIN_JOB, days, settings, config)
+    status = _execute(MAIN_JOB, days, settings, config, args.verbose)
     # Events delivered on the first days may have happened up to late_days earlier: rebuild those
     # earlier partitions from the raw zone so that late events reach the day they happened.
     first_late = max(settings.start_date, days[0] - dt.timedelta(days=settings.late_days))
     late = [first_late + dt.timedelta(days=i) for i in range((days[0] - first_late).days)]
     if status == 0 and late:
-        status = _execute(REPLAY_JOB, late, settings, {})
+        status = _execute(REPLAY_JOB, late, settings, {}, args.verbose)
+    print("outputs:", *output_locations(settings), "see it all in the Dagster UI: `de-assets dev`", sep="\n")
     return status
 
 
 def _replay(args: argparse.Namespace, settings: Settings, today: dt.date) -> int:
     from de_assets.definitions import REPLAY_JOB
 
-    return _execute(REPLAY_JOB, _days_range(args, today), settings, {})
+    return _execute(REPLAY_JOB, _days_range(args, today), settings, {}, args.verbose)
 
 
 def _dev(args: argparse.Namespace, settings: Settings) -> int:
@@ -197,12 +189,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_traffic_options(run)
     replay = commands.add_parser(
         "replay",
-        help="rebuild transformation partitions over days from the raw zone alone (sources untouched)",
+        help="rebuild transformation and serving partitions over days from the raw zone alone (sources not read)",
     )
     replay.add_argument("--start", type=_date, help="first day (UTC); default: --days days ending yesterday")
     replay.add_argument(
         "--days", type=_positive, default=DEFAULT_DAYS, help=f"number of days (default {DEFAULT_DAYS})"
     )
+    for command in (run, replay):
+        command.add_argument(
+            "-v",
+            "--verbose",
+            action="store_true",
+            help="also print the run's log and each partition's figures",
+        )
     dev = commands.add_parser(
         "dev", help="start the Dagster UI and daemon with the project's instance config"
     )
