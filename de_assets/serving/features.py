@@ -289,8 +289,9 @@ def customer_features(
         table[f"revenue_eur_{n}d"] = within.groupby("customer_token")["amount"].sum()
     table = table.join(_counts(session_token, session_ago, (7, 30), "sessions"))
     table = table.join(_counts(event_token, event_ago, (7, 30), "events"))
-    in_month = event_ago < VISIT_DAYS
-    table = table.join(_preferred_device(event_token[in_month], events["device"][in_month]))
+    if len(events):  # an events table never stored reads as a frame without columns
+        in_month = event_ago < VISIT_DAYS
+        table = table.join(_preferred_device(event_token[in_month], events["device"][in_month]))
 
     counts = [c for c, dtype in FEATURE_COLUMNS.items() if dtype in ("int64", "float64")]
     for column in counts:
