@@ -30,6 +30,7 @@ from de_assets.orchestration.propagation import (
     plan_runs,
     read_landings,
 )
+from de_assets.serving.assets import CUSTOMER_FEATURES, CUSTOMER_SEGMENTS, DAILY_KPIS
 from de_assets.settings import HOME, load_settings
 from de_assets.storage.hot import HotStore
 from de_assets.storage.tier import TableRef
@@ -55,6 +56,8 @@ def _day(offset: int) -> str:
 
 
 KEYS = [_day(i) for i in range(12)]
+# Every serving asset reads orders, customers and the clickstream: it follows any raw landing.
+SERVING = {DAILY_KPIS, CUSTOMER_FEATURES, CUSTOMER_SEGMENTS}
 
 
 # The mapping, without Dagster runs.
@@ -271,6 +274,7 @@ def test_captures_propagate_to_the_creation_days_they_changed_historical_ones_in
         EVENTS_REJECTED,
         SESSIONS,
         QUARANTINE,
+        *SERVING,
     }
     assert pipeline.read(ORDERS, first_days).empty
     pipeline.execute(request)
@@ -301,7 +305,9 @@ def test_captures_propagate_to_the_creation_days_they_changed_historical_ones_in
     assert isinstance(result, dg.SensorResult)
     requested = sorted(d for request in result.run_requests for d in _days_of(request))
     assert requested == expected
-    assert all(set(r.asset_selection) == {ORDERS, ORDERS_REJECTED, QUARANTINE} for r in result.run_requests)
+    assert all(
+        set(r.asset_selection) == {ORDERS, ORDERS_REJECTED, QUARANTINE, *SERVING} for r in result.run_requests
+    )
     # Re-evaluating the same window (cursor not stored yet) asks for the same run keys: deduplicated.
     pipeline.cursor = before
     assert [r.run_key for r in pipeline.tick().run_requests] == [r.run_key for r in result.run_requests]
@@ -325,7 +331,7 @@ def test_a_delivery_with_a_late_event_rebuilds_the_day_the_event_belongs_to(pipe
     _deliver(pipeline, day.isoformat(), [event(event_id="on-time", event_time=iso(day))])
     [request] = pipeline.tick().run_requests
     assert _days_of(request) == [_day(1), _day(2), _day(3), _day(4)]
-    assert set(request.asset_selection) == {EVENTS, EVENTS_REJECTED, SESSIONS, QUARANTINE}
+    assert set(request.asset_selection) == {EVENTS, EVENTS_REJECTED, SESSIONS, QUARANTINE, *SERVING}
     pipeline.execute(request)
     assert list(pipeline.read(EVENTS, [day.isoformat()])["event_id"]) == ["on-time"]
 
