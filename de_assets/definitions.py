@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from de_assets.catalog.catalogue import catalogued
 from de_assets.generation.assets import GROUP as GENERATION
 from de_assets.generation.assets import build_generation_assets
 from de_assets.ingestion.assets import GROUP as INGESTION
@@ -38,27 +39,29 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         description="Rebuilds transformation and serving partitions from the raw zone alone, without "
         "reading the sources (serving's reverse ETL still writes its segments to the shop).",
     )
-    assets = [
-        *build_generation_assets(partitions),
-        *build_ingestion_assets(
-            partitions,
-            order_lookback_days=settings.order_lookahead_days,
-            customer_lookback_days=settings.customer_lookahead_days,
-        ),
-        *build_transformation_assets(
-            partitions,
-            late_days=settings.late_days,
-            order_lookahead_days=settings.order_lookahead_days,
-            customer_lookahead_days=settings.customer_lookahead_days,
-            contract_threshold=settings.contract_threshold,
-        ),
-        *build_serving_assets(
-            partitions,
-            late_days=settings.late_days,
-            order_lookahead_days=settings.order_lookahead_days,
-            customer_lookahead_days=settings.customer_lookahead_days,
-        ),
-    ]
+    assets = catalogued(
+        [
+            *build_generation_assets(partitions),
+            *build_ingestion_assets(
+                partitions,
+                order_lookback_days=settings.order_lookahead_days,
+                customer_lookback_days=settings.customer_lookahead_days,
+            ),
+            *build_transformation_assets(
+                partitions,
+                late_days=settings.late_days,
+                order_lookahead_days=settings.order_lookahead_days,
+                customer_lookahead_days=settings.customer_lookahead_days,
+                contract_threshold=settings.contract_threshold,
+            ),
+            *build_serving_assets(
+                partitions,
+                late_days=settings.late_days,
+                order_lookahead_days=settings.order_lookahead_days,
+                customer_lookahead_days=settings.customer_lookahead_days,
+            ),
+        ]
+    )
     check_hot_tier_pools(assets, HOT)
     interval = settings.sensor_interval_seconds
     return dg.Definitions(

@@ -30,7 +30,7 @@ def build_generation_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool=SOURCE_DB_POOL,
         kinds={"sqlalchemy", "python"},
-        tags={"stage": GROUP, "tier": "source"},
+        tags={"stage": GROUP, "tier": "source", "pii": "true"},
         description="The shop's OLTP database (customers, orders): a day's sign-ups and orders, the status "
         "and e-mail changes of earlier rows, and hard deletes.",
     )
@@ -66,7 +66,7 @@ def build_generation_assets(partitions_def: dg.PartitionsDefinition) -> list[dg.
         # Browsing customers come from the shop database, so the day's shop traffic comes first.
         deps=[SHOP_DATABASE],
         kinds={"json", "python"},
-        tags={"stage": GROUP, "tier": "source"},
+        tags={"stage": GROUP, "tier": "source", "pii": "true"},
         description="Clickstream JSON-lines files delivered in batches into the landing folder, named after "
         "their delivery day, with duplicates, late events, malformed lines and schema drift.",
     )

@@ -243,7 +243,7 @@ def _raw_events_assets(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefi
                     "dagster/column_schema": column_schema(QuarantineModel),
                 },
                 kinds={"parquet"},
-                tags={"stage": GROUP, "tier": "cold", "zone": "quarantine"},
+                tags={"stage": GROUP, "tier": "cold", "zone": "quarantine", "pii": "false"},
                 description="Quarantine records of the clickstream lines that could not be parsed (bad encoding, "
                 "bad JSON, not an object, blank): file, line and reason; the payload stays in raw_events.",
             ),

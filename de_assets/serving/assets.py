@@ -58,6 +58,10 @@ FRESHNESS = dg.FreshnessPolicy.time_window(
 )
 
 
+# A lookup by key into transformation/customers reads whichever sign-up days hold the keys.
+_CUSTOMER_DIMENSION = dg.AssetDep(CUSTOMERS, partition_mapping=dg.AllPartitionMapping())
+
+
 def _daily_step(partitions_def: dg.PartitionsDefinition) -> dict[str, object]:
     """What every serving step shares: its group, daily partitions run as one range, the hot-tier
     pool (each reads or writes the embedded hot tier)."""
@@ -111,6 +115,7 @@ def _daily_kpis_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefin
             name: _window_in(key, 0)
             for name, key in (("orders", ORDERS), ("sessions", SESSIONS), ("events", EVENTS))
         },
+        deps=[_CUSTOMER_DIMENSION],  # countries, looked up by customer id
         **_daily_step(partitions_def),
         io_manager_key=HOT,
         check_specs=[
@@ -297,6 +302,8 @@ def _customer_segments_asset(partitions_def: dg.PartitionsDefinition) -> dg.Asse
     @dg.asset(
         key=CUSTOMER_SEGMENTS,
         ins={"features": _window_in(CUSTOMER_FEATURES, 0)},
+        # Customer ids are resolved by token in transformation/customers, whatever day they signed up.
+        deps=[_CUSTOMER_DIMENSION],
         **_daily_step(partitions_def),
         output_required=False,
         check_specs=[

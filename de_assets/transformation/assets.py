@@ -66,7 +66,7 @@ FRESHNESS = dg.FreshnessPolicy.time_window(
     fail_window=dt.timedelta(hours=48), warn_window=dt.timedelta(hours=30)
 )
 HOT_TAGS = {"stage": GROUP, "tier": "hot", "pii": "false"}
-REJECT_TAGS = {"stage": GROUP, "tier": "cold", "zone": "quarantine"}
+REJECT_TAGS = {"stage": GROUP, "tier": "cold", "zone": "quarantine", "pii": "false"}
 ROW_COUNT = "dagster/row_count"
 
 
@@ -185,14 +185,16 @@ def _record(
     context.add_asset_metadata(dict(metadata), asset_key=key, partition_key=partition)
 
 
-def _table_out(key: dg.AssetKey, model: type, partition_column: str, description: str) -> dg.AssetOut:
+def _table_out(
+    key: dg.AssetKey, model: type, partition_column: str, description: str, pii: str = "false"
+) -> dg.AssetOut:
     return dg.AssetOut(
         key=key,
         io_manager_key=HOT,
         is_required=False,
         metadata={PARTITION_COLUMN: partition_column, "dagster/column_schema": column_schema(model)},
         kinds={"duckdb", "pandas"},
-        tags=HOT_TAGS,
+        tags={**HOT_TAGS, "pii": pii},
         freshness_policy=FRESHNESS,
         description=description,
     )
@@ -246,13 +248,14 @@ def _cleaning_step(
     raw_days_after: int,
     extra_checks: list[dg.AssetCheckSpec],
     partitions_def: dg.PartitionsDefinition,
+    pii: str = "false",
 ) -> Callable[[Callable[..., object]], dg.AssetsDefinition]:
     """The multi-asset shared by the cleaning steps: a hot table and its cold ``*_rejected`` records,
     from a look-ahead window of a raw asset, with the quality checks of both outputs."""
     return dg.multi_asset(
         name=name,
         outs={
-            name: _table_out(key, model, partition_column, description),
+            name: _table_out(key, model, partition_column, description, pii),
             f"{name}_rejected": _rejects_out(rejected_key, name),
         },
         ins={"raw": _window_in(raw_key, raw_days_after)},
@@ -298,6 +301,8 @@ def _shop_table_asset(
             for metric in extra_metrics
         ],
         partitions_def=partitions_def,
+        # The customers table holds keyed tokens: pseudonymous, still personal data.
+        pii="pseudonymised" if needs_key else "false",
     )
     def step(
         context: dg.AssetExecutionContext, raw: pd.DataFrame, pii_key: PiiKeyResource
