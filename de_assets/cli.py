@@ -168,6 +168,41 @@ def _replay(args: argparse.Namespace, settings: Settings, today: dt.date) -> int
     return _execute(REPLAY_JOB, _days_range(args, today), settings, {}, args.verbose)
 
 
+NEW_PII_KEY = "DE_ASSETS_NEW_PII_KEY"
+
+
+def _rotate_pii_key(args: argparse.Namespace, settings: Settings, today: dt.date) -> int:
+    """Re-key the pseudonymised data: register the new key, then rebuild every partition with it.
+
+    The new key comes from the environment (never the command line, which other users can see).
+    """
+    from de_assets.definitions import REPLAY_JOB
+    from de_assets.security.key_registry import rotate
+    from de_assets.security.pseudonymise import PiiKey, replace_key_file
+    from de_assets.security.resources import PiiKeyResource
+    from de_assets.settings import PII_KEY
+    from de_assets.storage.hot import HotStore
+
+    if not os.environ.get(NEW_PII_KEY):
+        raise SettingsError(
+            f"set {NEW_PII_KEY} to the new key (e.g. `export {NEW_PII_KEY}=$(python3 -c "
+            "'import secrets; print(secrets.token_hex(32))')`)"
+        )
+    new = PiiKey.from_text(os.environ[NEW_PII_KEY])
+    old = PiiKeyResource(key=os.environ.get(PII_KEY, ""), key_file=str(settings.pii_key_file)).load()
+    rotate(HotStore(settings.hot_url.value), old, new, now=dt.datetime.now(dt.UTC))
+    if settings.pii_key.from_env:
+        print(f"registered key {new.fingerprint}; set {PII_KEY} to the new key everywhere the pipeline runs")
+    else:
+        retired = replace_key_file(settings.pii_key_file, new, retired_suffix=old.fingerprint)
+        print(f"registered key {new.fingerprint}; the old key file is kept as {retired}")
+    # This process re-keys the data with the new key: every partition, from the raw zone.
+    os.environ[PII_KEY] = os.environ[NEW_PII_KEY]
+    rekeyed = load_settings(today=today)
+    days = [settings.start_date + dt.timedelta(days=n) for n in range((today - settings.start_date).days)]
+    return _execute(REPLAY_JOB, days, rekeyed, {}, args.verbose)
+
+
 def _dev(args: argparse.Namespace, settings: Settings) -> int:
     from de_assets.orchestration.instance import prepare_dagster_home
 
@@ -202,6 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
             action="store_true",
             help="also print the run's log and each partition's figures",
         )
+    rotate = commands.add_parser(
+        "rotate-pii-key",
+        help=f"re-key the pseudonymised data with the key in {NEW_PII_KEY} (replays every partition)",
+    )
+    rotate.add_argument("-v", "--verbose", action="store_true", help="also print the replay's log")
     dev = commands.add_parser(
         "dev", help="start the Dagster UI and daemon with the project's instance config"
     )
@@ -226,6 +266,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args, settings, today)
         if args.command == "replay":
             return _replay(args, settings, today)
+        if args.command == "rotate-pii-key":
+            return _rotate_pii_key(args, settings, today)
         return _dev(args, settings)
     except (SettingsError, ValueError) as error:
         print(f"de-assets: {error}", file=sys.stderr)

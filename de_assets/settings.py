@@ -262,7 +262,11 @@ def build_resources(settings: Settings) -> dict[str, object]:
         "landing": LandingFolderResource(root=settings.landing_dir.config()),
         "ledger": DefectLedgerResource(folder=settings.ledger_dir.config()),
         "simulation": SimulationResource(),
-        "pii_key": PiiKeyResource(key=settings.pii_key.config(), key_file=str(settings.pii_key_file)),
+        "pii_key": PiiKeyResource(
+            key=settings.pii_key.config(),
+            key_file=str(settings.pii_key_file),
+            registry_url=settings.hot_url.config(),
+        ),
         "alert_webhook": AlertWebhookResource(url=settings.alert_webhook_url.config()),
         "warehouse": WarehouseResource(url=settings.hot_url.config()),
         "segments_db": SegmentsDatabaseResource(url=settings.segments_db_url.config()),

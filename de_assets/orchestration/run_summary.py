@@ -42,6 +42,15 @@ class RunSummary:
     failed_steps: list[str]
 
 
+def _root_cause(error: object) -> str:
+    """The innermost error's message: Dagster wraps a step's exception in its own."""
+    if error is None:
+        return "unknown error"
+    while getattr(error, "cause", None) is not None:
+        error = error.cause
+    return str(getattr(error, "message", error)).strip()
+
+
 def _as_int(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
@@ -71,8 +80,7 @@ def summarise(
     checks = result.get_asset_check_evaluations()
     failures = []
     for failure in result.get_step_failure_events():
-        error = failure.step_failure_data.error
-        failures.append(f"{failure.step_key}: {error.message.strip() if error else 'unknown error'}")
+        failures.append(f"{failure.step_key}: {_root_cause(failure.step_failure_data.error)}")
     return RunSummary(
         job=job,
         first=first,

@@ -146,3 +146,21 @@ def _read_key_file(path: Path) -> PiiKey:
     except ValueError as error:  # UnicodeDecodeError included; its message would quote key bytes
         reason = "not UTF-8 text" if isinstance(error, UnicodeDecodeError) else str(error)
         raise ValueError(f"pseudonymisation key file {path}: {reason}") from None
+
+
+def replace_key_file(path: Path, new: PiiKey, *, retired_suffix: str) -> Path:
+    """Put ``new`` in the key file ``path`` (mode 0600), keeping the old file as ``path.retired-<suffix>``.
+
+    The old key stays on disk on purpose: tokens made with it (exports, logs elsewhere) can only be
+    matched with it. Delete it once nothing needs them.
+    """
+    retired = path.with_name(f"{path.name}.retired-{retired_suffix}")
+    os.replace(path, retired)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.fchmod(descriptor, 0o600)
+        os.write(descriptor, (new.secret.hex() + "\n").encode("ascii"))
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+    return retired
