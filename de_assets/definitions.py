@@ -14,16 +14,29 @@ from de_assets.orchestration.landing_sensor import build_landing_sensor
 from de_assets.orchestration.partitions import daily_partitions
 from de_assets.orchestration.pools import check_hot_tier_pools
 from de_assets.orchestration.propagation import build_propagation_sensor
-from de_assets.orchestration.schedules import build_schedules, maintenance_job
+from de_assets.orchestration.schedules import build_maintenance_job, build_schedules
 from de_assets.orchestration.source_sensor import build_source_db_sensor
 from de_assets.serving.assets import GROUP as SERVING
 from de_assets.serving.assets import build_serving_assets
 from de_assets.settings import HOT, Settings, build_resources, load_settings
+from de_assets.storage.io_manager import partition_field_for
+from de_assets.storage.tier import TableRef
 from de_assets.transformation.assets import GROUP as TRANSFORMATION
 from de_assets.transformation.assets import build_transformation_assets
 
 MAIN_JOB = "main_job"
 REPLAY_JOB = "replay_job"
+
+
+def _tables(assets: list[dg.AssetsDefinition], tag: str, value: str) -> list[TableRef]:
+    """The tier tables of the daily-partitioned assets tagged ``tag=value`` (tiering, retention)."""
+    return [
+        TableRef.for_asset_key(spec.key, partition_field_for(definition.partitions_def))
+        for definition in assets
+        if definition.partitions_def is not None
+        for spec in definition.specs
+        if spec.tags.get(tag) == value
+    ]
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
@@ -63,11 +76,17 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         ]
     )
     check_hot_tier_pools(assets, HOT)
+    maintenance_job = build_maintenance_job(
+        _tables(assets, "tier", "hot"),
+        _tables(assets, "zone", "raw"),
+        hot_days=settings.hot_days,
+        raw_retention_days=settings.raw_retention_days,
+    )
     interval = settings.sensor_interval_seconds
     return dg.Definitions(
         assets=assets,
         jobs=[main_job, replay_job, maintenance_job],
-        schedules=build_schedules(main_job),
+        schedules=build_schedules(main_job, maintenance_job),
         sensors=[
             build_landing_sensor(partitions, minimum_interval_seconds=interval),
             build_source_db_sensor(

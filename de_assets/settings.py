@@ -38,6 +38,8 @@ SOURCE_SCAN_DAYS = "DE_ASSETS_SOURCE_SCAN_DAYS"
 ALERT_WEBHOOK_URL = "DE_ASSETS_ALERT_WEBHOOK_URL"
 SEGMENTS_DB_URL = "DE_ASSETS_SEGMENTS_DB_URL"
 REPORTS_DIR = "DE_ASSETS_REPORTS_DIR"
+HOT_DAYS = "DE_ASSETS_HOT_DAYS"
+RAW_RETENTION_DAYS = "DE_ASSETS_RAW_RETENTION_DAYS"
 
 DEFAULT_HOME = "./.de_assets"
 DEFAULT_HISTORY_DAYS = 90
@@ -49,6 +51,11 @@ DEFAULT_ORDER_LOOKAHEAD_DAYS = 14
 DEFAULT_CUSTOMER_LOOKAHEAD_DAYS = 31
 # A delivery whose rejected share passes this breaks its contract (ERROR check, partition blocked).
 DEFAULT_CONTRACT_THRESHOLD = 0.05
+# Hot-tier partitions older than this many days move to the cold tier (maintenance job).
+DEFAULT_HOT_DAYS = 7
+# Raw-zone partitions older than this are deleted (maintenance job). It must stay longer than every
+# look-ahead, or the current partitions could no longer be rebuilt from the raw zone.
+DEFAULT_RAW_RETENTION_DAYS = 90
 # How often the sensors look for new data (seconds between ticks).
 DEFAULT_SENSOR_INTERVAL_SECONDS = 30
 # How many recent capture windows the source sensor fingerprints each tick (it reads their rows: at a
@@ -100,6 +107,9 @@ class Settings:
     # production a role granted only the segment tables) and where report images go.
     segments_db_url: Setting
     reports_dir: Setting
+    # Data lifecycle: when hot partitions move to the cold tier, when raw partitions are deleted.
+    hot_days: int
+    raw_retention_days: int
 
 
 def _sqlalchemy_url(variable: str, value: str) -> str:
@@ -170,6 +180,12 @@ def _days(env: Mapping[str, str], variable: str, default: int, most: int) -> int
     return _whole(env, variable, default, 0, most, " of days")
 
 
+def _retention(env: Mapping[str, str], lookahead: int) -> int:
+    """Raw retention: longer than every look-ahead (and the features' windows over raw captures)."""
+    least = max(lookahead, 7) + 1
+    return _whole(env, RAW_RETENTION_DAYS, max(DEFAULT_RAW_RETENTION_DAYS, least), least, 36_600, " of days")
+
+
 def _webhook(env: Mapping[str, str]) -> Setting:
     raw = env.get(ALERT_WEBHOOK_URL, "")
     if raw and fsspec.utils.get_protocol(raw) not in ("http", "https"):
@@ -204,6 +220,11 @@ def load_settings(env: Mapping[str, str] | None = None, today: dt.date | None = 
         check(variable, value)
         return Setting(variable, value, from_env=bool(raw))
 
+    lookahead = max(
+        _days(env, LATE_DAYS, DEFAULT_LATE_DAYS, 60),
+        _days(env, ORDER_LOOKAHEAD_DAYS, DEFAULT_ORDER_LOOKAHEAD_DAYS, 366),
+        _days(env, CUSTOMER_LOOKAHEAD_DAYS, DEFAULT_CUSTOMER_LOOKAHEAD_DAYS, 366),
+    )
     source_db_url = setting(SOURCE_DB_URL, f"sqlite:///{home / 'source' / 'shop.sqlite'}", _sqlalchemy_url)
     return Settings(
         home=home,
@@ -229,6 +250,8 @@ def load_settings(env: Mapping[str, str] | None = None, today: dt.date | None = 
             setting(SEGMENTS_DB_URL, "", _sqlalchemy_url) if env.get(SEGMENTS_DB_URL) else source_db_url
         ),
         reports_dir=setting(REPORTS_DIR, str(home / "reports"), _local_folder),
+        hot_days=_whole(env, HOT_DAYS, DEFAULT_HOT_DAYS, 1, 3660, " of days"),
+        raw_retention_days=_retention(env, lookahead),
     )
 
 
@@ -254,7 +277,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
 
     cold = ColdTierIOManager(root=settings.cold_url.config())
     return {
-        HOT: HotTierIOManager(url=settings.hot_url.config()),
+        HOT: HotTierIOManager(url=settings.hot_url.config(), cold_root=settings.cold_url.config()),
         COLD: cold,
         # Anything that forgets to pick a tier lands in cold Parquet, never in pickles.
         "io_manager": cold,
@@ -268,7 +291,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
             registry_url=settings.hot_url.config(),
         ),
         "alert_webhook": AlertWebhookResource(url=settings.alert_webhook_url.config()),
-        "warehouse": WarehouseResource(url=settings.hot_url.config()),
+        "warehouse": WarehouseResource(url=settings.hot_url.config(), cold_root=settings.cold_url.config()),
         "segments_db": SegmentsDatabaseResource(url=settings.segments_db_url.config()),
         "reports": ReportsResource(folder=settings.reports_dir.config()),
     }

@@ -2,11 +2,13 @@
 
 The daily schedule runs the main job for yesterday's partition shortly after midnight UTC (the
 partitions end with the last complete day). The maintenance job keeps the tiers tidy: it folds the
-embedded hot tier's write-ahead log into the database file and removes the temporary files of cold
-writes that crashed. The undercurrents issue adds tiering and retention to the same job.
+embedded hot tier's write-ahead log into the database file, removes the temporary files of cold
+writes that crashed, moves hot partitions older than ``DE_ASSETS_HOT_DAYS`` to the cold tier and
+deletes raw-zone partitions older than ``DE_ASSETS_RAW_RETENTION_DAYS`` (``storage.tiering``).
 """
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 import dagster as dg
@@ -16,6 +18,8 @@ from de_assets.settings import COLD, HOT
 from de_assets.storage.cold import ColdStore
 from de_assets.storage.hot import HotStore
 from de_assets.storage.io_manager import TierIOManager
+from de_assets.storage.tier import TableRef
+from de_assets.storage.tiering import TieredStore, drop_stale_cold_copies, expire, tier
 
 DAILY_SCHEDULE = "daily_lifecycle_schedule"
 MAINTENANCE_JOB = "maintenance_job"
@@ -33,7 +37,7 @@ INTERRUPTED_WRITE_AGE = dt.timedelta(hours=1)
 def maintain_hot_tier(context: dg.OpExecutionContext) -> None:
     manager: TierIOManager = getattr(context.resources, HOT)
     store = manager.build_store()
-    ran = store.maintain() if isinstance(store, HotStore) else []
+    ran = store.maintain() if isinstance(store, HotStore | TieredStore) else []
     context.log.info(f"hot tier housekeeping: {', '.join(ran) or 'nothing to do for this database'}")
     context.add_output_metadata({"statements": ", ".join(ran) or "none"})
 
@@ -52,13 +56,87 @@ def sweep_cold_tier(context: dg.OpExecutionContext) -> None:
     context.add_output_metadata({"interrupted_writes_removed": len(removed)})
 
 
-@dg.job(name=MAINTENANCE_JOB, description="Storage housekeeping for both tiers (on its own schedule).")
-def maintenance_job() -> None:
-    maintain_hot_tier()
-    sweep_cold_tier()
+def _today() -> dt.date:
+    return dt.datetime.now(dt.UTC).date()
 
 
-def build_schedules(main_job: Any) -> list[Any]:
+def _tiered_store(context: dg.OpExecutionContext) -> TieredStore:
+    store = getattr(context.resources, HOT).build_store()
+    if not isinstance(store, TieredStore):
+        raise TypeError("the hot tier IO manager has no cold_root: tiering needs both tiers")
+    return store
+
+
+def build_maintenance_job(
+    hot_tables: Sequence[TableRef], raw_tables: Sequence[TableRef], *, hot_days: int, raw_retention_days: int
+) -> dg.JobDefinition:
+    """The maintenance job over the given hot-tier tables (tiering) and raw-zone tables (retention)."""
+
+    @dg.op(
+        pool=HOT_TIER_POOL,
+        required_resource_keys={HOT},
+        description=f"Moves hot-tier partitions older than {hot_days} days to the cold tier, each verified "
+        "by row count and checksum before its hot rows are dropped; deletes cold copies of partitions a "
+        "backfill has rewritten in the hot tier since.",
+    )
+    def tier_hot_partitions(context: dg.OpExecutionContext) -> None:
+        store = _tiered_store(context)
+        before = _today() - dt.timedelta(days=hot_days)
+        stale = drop_stale_cold_copies(store.hot, store.cold, hot_tables)
+        for table, key in stale:
+            context.log.info(
+                f"deleted the stale cold copy of {table} partition {key} (the hot tier holds it)"
+            )
+        moved = tier(store.hot, store.cold, hot_tables, before=before)
+        for item in moved:
+            context.log.info(
+                f"moved {item.table} partition {item.partition} to the cold tier ({item.rows} rows)"
+            )
+        context.add_output_metadata(
+            {
+                "partitions_moved": len(moved),
+                "rows_moved": sum(item.rows for item in moved),
+                "stale_cold_copies_deleted": len(stale),
+                "moved": dg.MetadataValue.json([vars(item) for item in moved]),
+                "older_than": before.isoformat(),
+            }
+        )
+
+    @dg.op(
+        required_resource_keys={COLD},
+        description=f"Deletes raw-zone partitions older than {raw_retention_days} days (a removal marker "
+        "with the reason stays, so a later read fails clearly instead of reading nothing).",
+    )
+    def expire_raw_partitions(context: dg.OpExecutionContext) -> None:
+        store = getattr(context.resources, COLD).build_store()
+        before = _today() - dt.timedelta(days=raw_retention_days)
+        reason = f"retention: raw-zone partitions are kept {raw_retention_days} days"
+        expired = expire(store, raw_tables, before=before, reason=reason)
+        for item in expired:
+            context.log.info(f"deleted {item.table} partition {item.partition} ({item.reason})")
+        context.add_output_metadata(
+            {
+                "partitions_deleted": len(expired),
+                "deleted": dg.MetadataValue.json([f"{item.table}/{item.partition}" for item in expired]),
+                "older_than": before.isoformat(),
+            }
+        )
+
+    @dg.job(
+        name=MAINTENANCE_JOB,
+        description="Storage housekeeping and data lifecycle for both tiers (on its own schedule, or by "
+        "hand from the UI): hot-tier checkpoint, interrupted cold writes, tiering, raw retention.",
+    )
+    def maintenance_job() -> None:
+        maintain_hot_tier()
+        sweep_cold_tier()
+        tier_hot_partitions()
+        expire_raw_partitions()
+
+    return maintenance_job
+
+
+def build_schedules(main_job: Any, maintenance_job: dg.JobDefinition) -> list[Any]:
     """The daily lifecycle schedule (yesterday's partition) and the nightly maintenance schedule.
 
     ``main_job`` is what :func:`dagster.define_asset_job` returns; neither that class nor the

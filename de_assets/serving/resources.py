@@ -12,8 +12,10 @@ import sqlalchemy as sa
 from pydantic import Field
 
 from de_assets.serving.reverse_etl import segments_writer
+from de_assets.storage.cold import ColdStore
 from de_assets.storage.hot import HotStore
 from de_assets.storage.tier import PartitionState, TableRef
+from de_assets.storage.tiering import TieredStore
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -21,9 +23,11 @@ class WarehouseResource(dg.ConfigurableResource):
     and the recent partitions of an asset's own history."""
 
     url: str = Field(description="SQLAlchemy URL of the hot tier (the same as the hot IO manager's)")
+    cold_root: str = Field(default="", description="Cold tier root, where old hot partitions are moved")
 
-    def _store(self) -> HotStore:
-        return HotStore(self.url)
+    def _store(self) -> HotStore | TieredStore:
+        hot = HotStore(self.url)
+        return TieredStore(hot, ColdStore(self.cold_root)) if self.cold_root else hot
 
     def lookup(
         self, key: dg.AssetKey, column: str, values: Sequence[object], columns: Sequence[str]

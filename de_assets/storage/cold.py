@@ -313,6 +313,21 @@ class ColdStore:
         combined = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
         return states, combined.replace_schema_metadata(schema.metadata).to_pandas()
 
+    def partitions(self, table: TableRef) -> dict[str, PartitionState]:
+        """Every partition folder of ``table`` and its state (one listing)."""
+        fs, base = self._fs()
+        found = self._scan(fs, base, table)
+        return {str(key): self._state(table, names) for key, names in found.items() if key is not None}
+
+    def discard(self, table: TableRef, key: str) -> None:
+        """Delete a partition's copy without a removal marker: another tier holds the partition now."""
+        key = table.check_key(key) or ""
+        fs, base = self._fs()
+        folder = f"{base}/{self._folder(table, key)}"
+        for name in (self._data_name(table), REMOVED_MARKER):
+            with contextlib.suppress(FileNotFoundError):
+                fs.rm_file(f"{folder}/{name}")
+
     def remove(self, table: TableRef, key: PartitionKey, reason: str) -> None:
         key = table.check_key(key)
         fs, base = self._fs()

@@ -429,6 +429,24 @@ class HotStore(TierStore):
                 session.delete(session.definition(table, declared), [key])
             session.record(table, {key: (PartitionState.REMOVED, 0, reason)})
 
+    def partitions(self, table: TableRef) -> dict[str, PartitionState]:
+        """Every partition the catalog records for ``table``, with its state."""
+        with self._session() as session:
+            p = session.partitions.c
+            rows = session.conn.execute(
+                sa.select(p.partition_key, p.state).where(p.stage == table.stage, p.table_name == table.name)
+            ).all()
+        return {key: PartitionState(state) for key, state in rows if key != _WHOLE_TABLE}
+
+    def mark_tiered(self, table: TableRef, key: str, rows: int) -> None:
+        """Drop the partition's rows and record, in the same transaction, that the cold tier holds it."""
+        key = table.check_key(key) or ""
+        with self._session() as session:
+            declared = session.declared(table)
+            if declared is not None:
+                session.delete(session.definition(table, declared), [key])
+            session.record(table, {key: (PartitionState.TIERED, rows, "moved to the cold tier")})
+
     def location(self, table: TableRef, key: PartitionKey) -> str:
         key = table.check_key(key)
         place = f"{self._shown_url}#{_physical_name(self._dialect, table)}"
@@ -436,10 +454,19 @@ class HotStore(TierStore):
 
 
 class HotTierIOManager(TierIOManager):
-    """Stores assets as tables in the hot tier database at ``url`` (any SQLAlchemy URL)."""
+    """Stores assets as tables in the hot tier database at ``url`` (any SQLAlchemy URL); with
+    ``cold_root``, partitions moved to the cold tier are read from there (``storage.tiering``)."""
 
     url: str
     lock_timeout_seconds: float = 60.0
+    cold_root: str = ""
 
-    def build_store(self) -> HotStore:
-        return HotStore(self.url, lock_timeout_seconds=self.lock_timeout_seconds)
+    def build_store(self) -> TierStore:
+        hot = HotStore(self.url, lock_timeout_seconds=self.lock_timeout_seconds)
+        if not self.cold_root:
+            return hot
+        # Imported here: the tiering module builds on this one.
+        from de_assets.storage.cold import ColdStore
+        from de_assets.storage.tiering import TieredStore
+
+        return TieredStore(hot, ColdStore(self.cold_root))

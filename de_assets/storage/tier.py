@@ -29,6 +29,7 @@ class PartitionState(StrEnum):
     PRESENT = "present"  # written and readable (possibly with zero rows)
     MISSING = "missing"  # never written
     REMOVED = "removed"  # written once, then deleted on purpose (retention, erasure)
+    TIERED = "tiered"  # moved to the cold tier (recorded by the hot tier, which no longer holds it)
 
 
 @dataclass(frozen=True)
