@@ -16,7 +16,7 @@ inputs and each peak RSS is one process's own; imports are not timed.
        ``de-assets run`` does; the real IO managers (cold: Parquet, hot: DuckDB).
    (b) **Plain script**: the same plain functions with the same arguments and per-partition loop as
        the asset bodies (``fetch_window``, ``merge_capture``, ``existing_keys``, ``tombstones``,
-       ``parse_file``, ``assemble_partition``, ``parse_rejects``, ``build_orders``,
+       ``capture_day`` (``parse_file``, ``assemble_partition``), ``parse_rejects``, ``build_orders``,
        ``build_customers``, ``build_events``, ``sessionise``, the quarantine union), the same pandera
        validations and conservation / data-contract checks, each output written by the native writer
        under its tier: ``pa.Table.from_pandas`` + ``pq.write_table(compression="zstd")`` in the cold
@@ -89,13 +89,7 @@ import sqlalchemy as sa
 from de_assets.definitions import build_definitions
 from de_assets.ingestion.assets import GROUP as INGESTION
 from de_assets.ingestion.assets import RAW_CUSTOMERS, RAW_EVENTS, RAW_EVENTS_REJECTED, RAW_ORDERS
-from de_assets.ingestion.clickstream_files import (
-    arrival_times,
-    assemble_partition,
-    delivery_day,
-    parse_file,
-    parse_rejects,
-)
+from de_assets.ingestion.clickstream_files import capture_day, delivery_day, parse_rejects
 from de_assets.ingestion.shop_capture import merge_capture, tombstones
 from de_assets.ingestion.source_reader import SHOP_TABLES, existing_keys, fetch_window, read_only_engine
 from de_assets.orchestration.instance import local_instance
@@ -418,12 +412,8 @@ def plain_raw_events(writer: Writer, settings: Settings, day: dt.date) -> tuple[
     files = {
         p.name: p.read_bytes() for p in sorted(landing.glob("clickstream_*")) if delivery_day(p.name) == day
     }
-    previous = writer.read_cold(RAW_EVENTS, partition)
-    digests = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
-    arrived = arrival_times(previous, digests)
     now = _now()
-    parsed = [parse_file(name, data, ingested_at=arrived[name] or now) for name, data in files.items()]
-    frames = [assemble_partition(previous, parsed)]
+    frames = [capture_day(writer.read_cold(RAW_EVENTS, partition), files, now=now).frame]
     rejects = [parse_rejects(frames[0], partition=partition, detected_at=now)]
     output = pd.concat(frames, ignore_index=True)
     rejected = pd.concat([r for r in rejects if len(r)] or [empty_quarantine()], ignore_index=True)
@@ -913,6 +903,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--check", action="store_true", help="exit 1 when the tax or memory target is missed")
     parser.add_argument(
+        "--orders", type=int, help="orders of the one-day section (default 1,000,000; --quick: 50,000)"
+    )
+    parser.add_argument(
+        "--events", type=int, help="clickstream events of the one-day section (default 2,000,000)"
+    )
+    parser.add_argument(
+        "--day-only",
+        action="store_true",
+        help="only the one-day section (no backfill, no executor comparison)",
+    )
+    parser.add_argument(
         "--keep", type=Path, help="work here and keep it (default: temporary folder, removed)"
     )
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
@@ -921,6 +922,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.repeats is not None and args.repeats < 1:
         parser.error("--repeats must be at least 1")
+    if (args.orders is not None and args.orders < 1) or (args.events is not None and args.events < 1):
+        parser.error("--orders and --events must be at least 1")
     return args
 
 
@@ -933,6 +936,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     volumes = QUICK if args.quick else FULL
     if args.repeats:
         volumes = replace(volumes, repeats=args.repeats)
+    volumes = replace(volumes, orders=args.orders or volumes.orders, events=args.events or volumes.events)
     today = dt.datetime.now(dt.UTC).date()
     day = today - dt.timedelta(days=2)  # a complete day, also when the run crosses midnight
     first = day - dt.timedelta(days=volumes.backfill_days - 1)
@@ -946,8 +950,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         bench = Bench(work)
         verdicts = lifecycle(bench, volumes, day)
-        setup = backfill(bench, volumes, first)
-        executors(bench, volumes, setup, first)
+        if not args.day_only:
+            setup = backfill(bench, volumes, first)
+            executors(bench, volumes, setup, first)
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -76,7 +76,10 @@ def _stored(settings, definitions, days) -> dict[dg.AssetKey, pd.DataFrame]:
     tables = {}
     for key in graph.materializable_asset_keys:
         node = graph.get(key)
-        if node.group_name not in ("ingestion", "transformation", "serving") or node.tags["tier"] not in stores:
+        if (
+            node.group_name not in ("ingestion", "transformation", "serving")
+            or node.tags["tier"] not in stores
+        ):
             continue
         _, frame = stores[node.tags["tier"]].load(TableRef.for_asset_key(key, "day"), days)
         frame = frame.drop(columns=["processed_at", "detected_at"], errors="ignore")

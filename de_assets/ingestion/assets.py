@@ -6,7 +6,6 @@ a raw capture is append-only: a re-run adds what it had not seen and never drops
 """
 
 import datetime as dt
-import hashlib
 from collections.abc import Iterator
 
 import dagster as dg
@@ -14,13 +13,7 @@ import numpy as np
 import pandas as pd
 
 from de_assets.generation.resources import LandingFolderResource, ShopDatabaseResource
-from de_assets.ingestion.clickstream_files import (
-    arrival_times,
-    assemble_partition,
-    delivery_day,
-    parse_file,
-    parse_rejects,
-)
+from de_assets.ingestion.clickstream_files import capture_day, delivery_day, parse_rejects
 from de_assets.ingestion.shop_capture import merge_capture, tombstones
 from de_assets.ingestion.source_reader import (
     SHOP_TABLES,
@@ -263,23 +256,17 @@ def _raw_events_assets(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefi
         zone = RawZone(cold, RAW_EVENTS)
         frames, rejects = [], []
         for partition, day in days_of(context):
-            files = _landed_files(context, landing, day)
-            previous = zone.previous(partition)
-            digests = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
-            arrived = arrival_times(previous, digests)
             now = _now()
-            parsed = [
-                parse_file(name, data, ingested_at=arrived[name] or now) for name, data in files.items()
-            ]
-            frame = assemble_partition(previous, parsed)
+            capture = capture_day(zone.previous(partition), _landed_files(context, landing, day), now=now)
+            frame = capture.frame
             frames.append(frame)
             rejected = parse_rejects(frame, partition=partition, detected_at=now)
             rejects.append(rejected)
             context.add_asset_metadata(
                 {
-                    "files": len(files),
-                    "new_or_rewritten_files": sum(1 for name in files if arrived[name] is None),
-                    "empty_files": sum(1 for data in files.values() if not data),
+                    "files": capture.files,
+                    "new_or_rewritten_files": capture.new_or_rewritten_files,
+                    "empty_files": capture.empty_files,
                     "lines": len(frame),
                     "lines_rejected": len(rejected),
                 },

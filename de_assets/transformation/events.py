@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from de_assets.ingestion.clickstream_files import RAW_EVENTS_ASSET, empty_raw_events
 from de_assets.quality.conservation import Conservation
@@ -151,11 +153,12 @@ def build_events(
     meta = lines[["source_file", "line_number", "delivery_day", "ingested_at"]]
     candidates = np.flatnonzero(valid & owned & pd.isna(reason))
     candidates = candidates[np.argsort(_delivery_rank(meta)[candidates], kind="stable")]
-    kept, duplicates, conflicts = _dedupe(values.iloc[candidates], meta)
+    kept, duplicates, conflicts = _dedupe(values, candidates, meta)
     reason[conflicts.index] = Reason.CONFLICTING_RESEND.value
     detail[conflicts.index] = conflicts.to_numpy(object)
 
-    events = _events_frame(meta.iloc[kept], values.iloc[kept], a[kept] - e[kept], rates, processed_at)
+    # The check's values are not needed after this: they move into the events column by column.
+    events = _events_frame(meta, values, kept, a[kept] - e[kept], rates, processed_at)
     flagged = np.flatnonzero(pd.notna(reason))
     flagged = flagged[np.argsort(_delivery_rank(meta.iloc[flagged]), kind="stable")]
     quarantine = _quarantine(meta.iloc[flagged], reason[flagged], detail[flagged], day, processed_at)
@@ -203,20 +206,28 @@ def _late_detail(event_day: np.ndarray, day: dt.date, limit: str) -> np.ndarray:
     return text.to_numpy(object)
 
 
-def _dedupe(values: pd.DataFrame, lines: pd.DataFrame) -> tuple[np.ndarray, int, pd.Series]:
-    """Keep the first delivery of each event id among ``values`` (rows of ``lines``, in delivery order).
+def _dedupe(
+    values: pd.DataFrame, candidates: np.ndarray, lines: pd.DataFrame
+) -> tuple[np.ndarray, int, pd.Series]:
+    """Keep the first delivery of each event id among the rows ``candidates`` (in delivery order).
 
     Returns the kept positions, the number of identical later copies, and per conflicting later
-    delivery (indexed by position) a detail naming the differing fields and the first delivery.
+    delivery (indexed by position) a detail naming the differing fields and the first delivery. Only
+    the ids of all candidates are looked at; contents only for the few later copies and their firsts.
     """
-    ids = values["event_id"]
-    later = ids.duplicated(keep="first").to_numpy()
+    # Codes from Arrow's hash kernels: pandas would make a Python string of every id (millions of them,
+    # and their heap stays with the process). A missing id gets a code too, as duplicated() does.
+    ids = pa.array(values["event_id"])  # the column's own Arrow data, no copy
+    codes = pc.index_in(ids, pc.unique(ids), skip_nulls=False).to_numpy()[candidates]
+    first_of_code = np.unique(codes, return_index=True)[1]
+    later = np.ones(len(codes), bool)
+    later[first_of_code] = False
     if not later.any():
-        return values.index.to_numpy(), 0, pd.Series(dtype="str")
-    first_position = pd.Series(values.index[~later], index=ids[~later].to_numpy())
-    first = first_position.reindex(ids[later].to_numpy()).to_numpy()
-    copy = values.loc[values.index[later], _CONTENT].reset_index(drop=True)
-    original = values.loc[first, _CONTENT].reset_index(drop=True)
+        return candidates, 0, pd.Series(dtype="str")
+    first = candidates[first_of_code][np.searchsorted(codes[first_of_code], codes[later])]
+    content = values[_CONTENT]
+    copy = content.iloc[candidates[later]].reset_index(drop=True)
+    original = content.iloc[first].reset_index(drop=True)
     differing = pd.DataFrame(
         {
             name: ~(
@@ -237,29 +248,36 @@ def _dedupe(values: pd.DataFrame, lines: pd.DataFrame) -> tuple[np.ndarray, int,
         + " line "
         + lines["line_number"].iloc[first].to_numpy().astype(str)
     )
-    conflicts = pd.Series(detail[conflict].to_numpy(object), index=values.index[later][conflict], dtype="str")
-    return values.index[~later].to_numpy(), int((~conflict).sum()), conflicts
+    conflicts = pd.Series(detail[conflict].to_numpy(object), index=candidates[later][conflict], dtype="str")
+    return candidates[~later], int((~conflict).sum()), conflicts
 
 
 def _events_frame(
     lines: pd.DataFrame,
     values: pd.DataFrame,
+    kept: np.ndarray,
     lateness: np.ndarray,
     rates: Mapping[str, float],
     processed_at: dt.datetime,
 ) -> pd.DataFrame:
-    frame = values.assign(
-        amount_eur=values["amount"] * values["currency"].map(dict(rates)).astype("float64"),
-        source_file=lines["source_file"],
-        line_number=lines["line_number"],
-        delivery_day=lines["delivery_day"],
-        ingested_at=lines["ingested_at"],
-        processed_at=pd.Timestamp(processed_at).tz_convert("UTC"),
-        lateness_days=lateness,
-    )
-    frame = frame[list(EVENT_COLUMNS)].astype(EVENT_COLUMNS)
+    """The kept rows (positions in delivery order) as events, ordered by event time.
+
+    Columns of ``values`` are removed from it as they are taken: the values of every line and the
+    events, both about the size of the partition, are never held in full at the same time.
+    """
     # stable: events at the same instant stay in delivery order, so a re-run gives the same frame
-    return frame.sort_values("event_time", kind="stable", ignore_index=True)
+    by_time = values["event_time"].iloc[kept].reset_index(drop=True).sort_values(kind="stable").index
+    order = kept[by_time.to_numpy()]
+    columns: dict[str, pd.Series] = {}
+    for name in CONTRACT_VALUE_COLUMNS:
+        columns[name] = values.pop(name).take(order).reset_index(drop=True)
+    for name in ("source_file", "line_number", "delivery_day", "ingested_at"):
+        columns[name] = lines[name].take(order).reset_index(drop=True)
+    rate = columns["currency"].map(dict(rates)).astype("float64")
+    columns["amount_eur"] = columns["amount"] * rate
+    columns["processed_at"] = pd.Series(pd.Timestamp(processed_at).tz_convert("UTC"), index=rate.index)
+    columns["lateness_days"] = pd.Series(lateness[by_time.to_numpy()], index=rate.index)
+    return pd.DataFrame({name: columns[name] for name in EVENT_COLUMNS}).astype(EVENT_COLUMNS)
 
 
 def _quarantine(

@@ -14,6 +14,7 @@ from de_assets.ingestion.clickstream_files import (
     RAW_EVENTS_ASSET,
     arrival_times,
     assemble_partition,
+    capture_day,
     delivery_day,
     parse_file,
     parse_rejects,
@@ -225,3 +226,59 @@ def test_parse_rejects_point_at_the_raw_lines():
     assert set(rejects["source_file"]) == {NAME}
     assert rejects["detail"].notna().all()
     assert parse_rejects(parse(b"{}\n"), partition="2024-01-03", detected_at=LATER).empty
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(lines, max_size=10), st.booleans(), st.booleans(), st.integers(1, 40))
+def test_chunked_parsing_gives_the_rows_of_one_chunk(chunks, final_newline, bom, chunk_bytes):
+    data = (
+        (b"\xef\xbb\xbf" if bom else b"") + b"\n".join(chunks) + (b"\n" if final_newline and chunks else b"")
+    )
+    whole = parse_file(NAME, data, ingested_at=AT, chunk_bytes=len(data) + 1)
+    chunked = parse_file(NAME, data, ingested_at=AT, chunk_bytes=chunk_bytes)
+    pd.testing.assert_frame_equal(chunked, whole, check_exact=True)
+    # and both agree with the definition, line by line
+    content = data.removeprefix(b"\xef\xbb\xbf").split(b"\n")
+    if content[-1] == b"":
+        content.pop()
+    assert values(chunked["parse_error"]) == [expected_reason(line) for line in content]
+    assert chunked["line_number"].tolist() == list(range(1, len(content) + 1))
+
+
+def test_capture_day_gives_the_rows_of_parsing_the_files_together_and_empties_the_dict():
+    unchanged, rewritten, new = b'{"a":1}\n', b'{"b":2}\n\xff\n', b'{"c":3}\n[]\n'
+    removed = "clickstream_2024-01-03_04.jsonl"
+    previous = assemble_partition(
+        None,
+        [
+            parse(unchanged, name="clickstream_2024-01-03_01.jsonl", at=AT),
+            parse(b'{"b":1}\n', name="clickstream_2024-01-03_02.jsonl", at=AT),
+            parse(b'{"d":4}\n', name=removed, at=AT),
+        ],
+    )
+    files = {
+        "clickstream_2024-01-03_03.jsonl": new,  # listed before the older files: the order must not matter
+        "clickstream_2024-01-03_01.jsonl": unchanged,
+        "clickstream_2024-01-03_02.jsonl": rewritten,
+        "clickstream_2024-01-03_05.jsonl": b"",
+    }
+    arrived = arrival_times(
+        previous, {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+    )
+    expected = assemble_partition(
+        previous, [parse(data, name=name, at=arrived[name] or LATER) for name, data in files.items()]
+    )
+    capture = capture_day(previous, files, now=LATER, chunk_bytes=3)
+    pd.testing.assert_frame_equal(capture.frame, expected, check_exact=True)
+    assert files == {}  # each file's bytes were released once parsed
+    assert (capture.files, capture.new_or_rewritten_files, capture.empty_files) == (4, 3, 1)
+    assert capture.frame["source_file"].tolist() == [
+        "clickstream_2024-01-03_01.jsonl",  # first arrival kept
+        removed,  # kept from the earlier capture
+        "clickstream_2024-01-03_02.jsonl",
+        "clickstream_2024-01-03_02.jsonl",
+        "clickstream_2024-01-03_03.jsonl",
+        "clickstream_2024-01-03_03.jsonl",
+    ]
+    with pytest.raises(ValueError, match="chunk_bytes"):
+        parse_file(NAME, b"{}", ingested_at=AT, chunk_bytes=0)

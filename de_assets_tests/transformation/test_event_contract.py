@@ -246,3 +246,34 @@ def test_the_contract_agrees_with_a_plain_reading(objs, ascii_only):
         assert (json.loads(row["extra_fields"]) if pd.notna(row["extra_fields"]) else {}) == extras
     listed = check.unknown_fields.groupby("row")["field"].apply(set).to_dict()
     assert listed == {i: set(o) - set(VALID) for i, o in enumerate(objs) if set(o) - set(VALID)}
+
+
+def assert_same_check(chunked, whole):
+    pd.testing.assert_frame_equal(chunked.values, whole.values, check_exact=True)
+    pd.testing.assert_series_equal(chunked.reason, whole.reason, check_exact=True)
+    pd.testing.assert_series_equal(chunked.detail, whole.detail, check_exact=True)
+    pd.testing.assert_frame_equal(chunked.unknown_fields, whole.unknown_fields, check_exact=True)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(objects(), min_size=0, max_size=7), st.integers(1, 4))
+def test_checking_in_chunks_gives_the_result_of_one_chunk(objs, chunk_lines):
+    lines = [json.dumps(o) for o in objs] + ["[1]", '{"event_id": "a", "event_id": "b"}', "not json"]
+    payloads = pd.Series(lines, index=range(100, 100 + len(lines)), dtype="str")
+    whole = check_contract(payloads, rates=RATES, chunk_lines=len(lines))
+    assert_same_check(check_contract(payloads, rates=RATES, chunk_lines=chunk_lines), whole)
+
+
+def test_unknown_fields_keep_their_line_across_chunks():
+    lines = [json.dumps(event(event_id=str(i), **{f"extra_{i % 3}": i})) for i in range(7)]
+    check = check_contract(pd.Series(lines, dtype="str"), rates=RATES, chunk_lines=2)
+    assert check.unknown_fields.to_dict("list") == {
+        "row": list(range(7)),
+        "field": [f"extra_{i % 3}" for i in range(7)],
+    }
+    assert check.values["extra_fields"].tolist() == [f'{{"extra_{i % 3}":{i}}}' for i in range(7)]
+    assert check.reason.isna().all()
+    empty = check_contract(pd.Series([], dtype="str"), rates=RATES, chunk_lines=2)
+    assert empty.values.dtypes.equals(check.values.dtypes)
+    with pytest.raises(ValueError, match="chunk_lines"):
+        check_contract(pd.Series(lines, dtype="str"), rates=RATES, chunk_lines=0)
