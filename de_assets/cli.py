@@ -8,6 +8,7 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
+from contextlib import ExitStack
 
 from de_assets.settings import Settings, SettingsError, load_settings
 
@@ -168,6 +169,41 @@ def _replay(args: argparse.Namespace, settings: Settings, today: dt.date) -> int
     return _execute(REPLAY_JOB, _days_range(args, today), settings, {}, args.verbose)
 
 
+def _forget(args: argparse.Namespace, settings: Settings) -> int:
+    """Erase one customer everywhere, outside Dagster's run history (which would keep the id)."""
+    from de_assets.security.erasure import forget_customer
+    from de_assets.security.resources import PiiKeyResource
+    from de_assets.serving.reverse_etl import segments_writer, shop_database_exists
+    from de_assets.settings import PII_KEY
+    from de_assets.storage.cold import ColdStore
+    from de_assets.storage.hot import HotStore
+    from de_assets.storage.tiering import TieredStore
+
+    hot_url, cold_root = settings.hot_url.value, settings.cold_url.value
+    key = PiiKeyResource(
+        key=os.environ.get(PII_KEY, ""), key_file=str(settings.pii_key_file), registry_url=hot_url
+    ).load()
+    cold = ColdStore(cold_root)
+    with ExitStack() as stack:
+        shop = settings.segments_db_url.value
+        segments = stack.enter_context(segments_writer(shop)) if shop_database_exists(shop) else None
+        record = forget_customer(
+            args.customer_id,
+            key=key,
+            hot=TieredStore(HotStore(hot_url), cold),
+            cold=cold,
+            segments=segments,
+            now=dt.datetime.now(dt.UTC),
+        )
+    for item in record.erased:
+        print(f"  {item.asset} {item.partition} ({item.tier}): {item.rows} rows erased")
+    print(
+        f"customer token {record.customer_token}: {record.rows} rows erased in {len(record.erased)} places; "
+        "on the suppression list, so ingestion, replays and backfills will not bring the customer back"
+    )
+    return 0
+
+
 NEW_PII_KEY = "DE_ASSETS_NEW_PII_KEY"
 
 
@@ -237,6 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
             action="store_true",
             help="also print the run's log and each partition's figures",
         )
+    forget = commands.add_parser(
+        "forget", help="erase one customer from every tier and keep them out (right to be forgotten)"
+    )
+    forget.add_argument("customer_id", type=_positive, help="the shop's id of the customer")
     rotate = commands.add_parser(
         "rotate-pii-key",
         help=f"re-key the pseudonymised data with the key in {NEW_PII_KEY} (replays every partition)",
@@ -266,6 +306,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args, settings, today)
         if args.command == "replay":
             return _replay(args, settings, today)
+        if args.command == "forget":
+            return _forget(args, settings)
         if args.command == "rotate-pii-key":
             return _rotate_pii_key(args, settings, today)
         return _dev(args, settings)

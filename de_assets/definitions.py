@@ -16,6 +16,7 @@ from de_assets.orchestration.pools import check_hot_tier_pools
 from de_assets.orchestration.propagation import build_propagation_sensor
 from de_assets.orchestration.schedules import build_maintenance_job, build_schedules
 from de_assets.orchestration.source_sensor import build_source_db_sensor
+from de_assets.security.jobs import forget_job
 from de_assets.serving.assets import GROUP as SERVING
 from de_assets.serving.assets import build_serving_assets
 from de_assets.settings import HOT, Settings, build_resources, load_settings
@@ -85,7 +86,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     interval = settings.sensor_interval_seconds
     return dg.Definitions(
         assets=assets,
-        jobs=[main_job, replay_job, maintenance_job],
+        jobs=[main_job, replay_job, maintenance_job, forget_job],
         schedules=build_schedules(main_job, maintenance_job),
         sensors=[
             build_landing_sensor(partitions, minimum_interval_seconds=interval),

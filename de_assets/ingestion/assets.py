@@ -26,8 +26,11 @@ from de_assets.orchestration.partitions import days_of
 from de_assets.orchestration.pools import SOURCE_DB_POOL
 from de_assets.quality.checks import column_schema, pandera_check_result, pandera_check_spec
 from de_assets.quality.models import QuarantineModel, RawCustomersModel, RawEventsModel, RawOrdersModel
+from de_assets.security.erasure import Suppression
 from de_assets.security.identifiers import UnsafeNameError
+from de_assets.security.resources import PiiKeyResource
 from de_assets.settings import COLD
+from de_assets.storage.cold import ColdStore
 from de_assets.storage.io_manager import PARTITION_COLUMN, TierIOManager
 from de_assets.storage.tier import PartitionState, TableRef
 from de_assets.transformation.quarantine import empty_quarantine
@@ -63,6 +66,13 @@ def _created_days(capture: pd.DataFrame, captured_at: dt.datetime, deleted: pd.D
 def _window(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
     start = dt.datetime.combine(day, dt.time())
     return start, start + dt.timedelta(days=1)
+
+
+def _cold_store(cold: TierIOManager) -> ColdStore:
+    store = cold.build_store()
+    if not isinstance(store, ColdStore):
+        raise TypeError("the raw zone lives in the cold tier")
+    return store
 
 
 class RawZone:
@@ -124,13 +134,20 @@ def _shop_capture_asset(
         context: dg.AssetExecutionContext,
         shop: ShopDatabaseResource,
         cold: dg.ResourceParam[TierIOManager],
+        pii_key: PiiKeyResource,
     ) -> Iterator[dg.AssetCheckResult | dg.Output[pd.DataFrame]]:
         zone = RawZone(cold, key)
+        suppression = Suppression(_cold_store(cold), lambda: pii_key.load(context.log))
         frames = []
         with read_only_engine(shop.url) as engine:
             for partition, day in days_of(context):
                 start, end = _window(day)
                 fetched = fetch_window(engine, table, start, end)
+                fetched_rows = len(fetched)
+                # Forgotten customers stay out of the raw zone, however often the source is read.
+                forgotten = suppression.rows(fetched["customer_id"]) if "customer_id" in fetched else None
+                if forgotten is not None and forgotten.any():
+                    fetched = fetched[~forgotten].reset_index(drop=True)
                 captured_at = _now()
                 merged = merge_capture(
                     zone.previous(partition),
@@ -164,7 +181,9 @@ def _shop_capture_asset(
                 fingerprint = window_fingerprint(engine, table, start, end)
                 context.add_asset_metadata(
                     {
-                        "fetched_rows": len(fetched),
+                        # fetched = suppressed + new versions + already captured
+                        "fetched_rows": fetched_rows,
+                        "suppressed": int(forgotten.sum()) if forgotten is not None else 0,
                         "new_versions": merged.new_versions,
                         "already_captured": merged.already_captured,
                         "deletes_detected": len(deleted),
@@ -252,13 +271,18 @@ def _raw_events_assets(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefi
         context: dg.AssetExecutionContext,
         landing: LandingFolderResource,
         cold: dg.ResourceParam[TierIOManager],
+        pii_key: PiiKeyResource,
     ) -> Iterator[dg.AssetCheckResult | dg.Output[pd.DataFrame]]:
         zone = RawZone(cold, RAW_EVENTS)
+        suppression = Suppression(_cold_store(cold), lambda: pii_key.load(context.log))
         frames, rejects = [], []
         for partition, day in days_of(context):
             now = _now()
             capture = capture_day(zone.previous(partition), _landed_files(context, landing, day), now=now)
             frame = capture.frame
+            forgotten = suppression.lines(frame["payload"]) if len(frame) else np.zeros(0, dtype=bool)
+            if forgotten.any():  # lines naming a forgotten customer never enter the raw zone
+                frame = frame[~forgotten].reset_index(drop=True)
             frames.append(frame)
             rejected = parse_rejects(frame, partition=partition, detected_at=now)
             rejects.append(rejected)
@@ -269,6 +293,7 @@ def _raw_events_assets(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefi
                     "empty_files": capture.empty_files,
                     "lines": len(frame),
                     "lines_rejected": len(rejected),
+                    "lines_suppressed": int(forgotten.sum()),
                 },
                 asset_key=RAW_EVENTS,
                 partition_key=partition,

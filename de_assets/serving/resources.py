@@ -11,7 +11,7 @@ import pandas as pd
 import sqlalchemy as sa
 from pydantic import Field
 
-from de_assets.serving.reverse_etl import segments_writer
+from de_assets.serving.reverse_etl import segments_writer, shop_database_exists
 from de_assets.storage.cold import ColdStore
 from de_assets.storage.hot import HotStore
 from de_assets.storage.tier import PartitionState, TableRef
@@ -50,6 +50,10 @@ class SegmentsDatabaseResource(dg.ConfigurableResource):
     def writer(self) -> Iterator[sa.Engine]:
         with segments_writer(self.url) as engine:
             yield engine
+
+    def exists(self) -> bool:
+        """Whether the shop's database is there to write to (an embedded file may not exist yet)."""
+        return shop_database_exists(self.url)
 
 
 class ReportsResource(dg.ConfigurableResource):

@@ -115,6 +115,14 @@ def _own_tables_only(
     return sqlite3.SQLITE_DENY
 
 
+def shop_database_exists(url: str) -> bool:
+    """False only for an embedded (SQLite) database whose file is not there."""
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() != "sqlite" or "uri" in parsed.query:
+        return True
+    return Path(parsed.database or "").expanduser().is_file()
+
+
 @contextmanager
 def segments_writer(url: str) -> Iterator[sa.Engine]:
     """An engine for the reverse ETL alone: no pool kept, limited to its tables on SQLite."""
@@ -124,9 +132,9 @@ def segments_writer(url: str) -> Iterator[sa.Engine]:
         raise SegmentSyncError(f"not a SQLAlchemy URL: {redact_sqlalchemy_url(url)}") from None
     if parsed.get_backend_name() == "sqlite" and "uri" not in parsed.query:
         # mode=rw: the shop's database must exist; writing segments never creates one.
-        path = Path(parsed.database or "").expanduser()
-        if not path.is_file():
+        if not shop_database_exists(url):
             raise SegmentSyncError(f"the shop database {redact_sqlalchemy_url(url)} does not exist")
+        path = Path(parsed.database or "").expanduser()
         parsed = parsed.set(
             database=f"file:{quote(str(path.resolve()))}", query={**parsed.query, "mode": "rw", "uri": "true"}
         )
