@@ -213,10 +213,12 @@ def _rotate_pii_key(args: argparse.Namespace, settings: Settings, today: dt.date
     The new key comes from the environment (never the command line, which other users can see).
     """
     from de_assets.definitions import REPLAY_JOB
+    from de_assets.security.erasure import customer_ids_in_sources, rekey
     from de_assets.security.key_registry import rotate
     from de_assets.security.pseudonymise import PiiKey, replace_key_file
     from de_assets.security.resources import PiiKeyResource
     from de_assets.settings import PII_KEY
+    from de_assets.storage.cold import ColdStore
     from de_assets.storage.hot import HotStore
 
     if not os.environ.get(NEW_PII_KEY):
@@ -227,6 +229,13 @@ def _rotate_pii_key(args: argparse.Namespace, settings: Settings, today: dt.date
     new = PiiKey.from_text(os.environ[NEW_PII_KEY])
     old = PiiKeyResource(key=os.environ.get(PII_KEY, ""), key_file=str(settings.pii_key_file)).load()
     rotate(HotStore(settings.hot_url.value), old, new, now=dt.datetime.now(dt.UTC))
+    # Forgotten customers must stay suppressed under the new key's tokens.
+    held = customer_ids_in_sources(settings.source_db_url.value, settings.landing_dir.value)
+    rekeyed, unmatched = rekey(ColdStore(settings.cold_url.value), old, new, held)
+    if rekeyed or unmatched:
+        print(
+            f"suppression list re-keyed: {rekeyed} tokens ({unmatched} whose customer no source holds any more)"
+        )
     if settings.pii_key.from_env:
         print(f"registered key {new.fingerprint}; set {PII_KEY} to the new key everywhere the pipeline runs")
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import ClassVar
 
 import dagster as dg
 from pydantic import Field
@@ -10,10 +11,13 @@ from pydantic import Field
 from de_assets.generation.defects import DefectRates
 from de_assets.generation.landing import LandingFolder
 from de_assets.generation.simulator import SimulationParams
+from de_assets.security.redaction import RedactedRepr
 
 
-class ShopDatabaseResource(dg.ConfigurableResource):
+class ShopDatabaseResource(RedactedRepr, dg.ConfigurableResource):
     """The shop's operational database (any SQLAlchemy URL)."""
+
+    DATABASE_URL_FIELDS: ClassVar[tuple[str, ...]] = ("url",)
 
     url: str = Field(description="SQLAlchemy URL of the shop database")
 

@@ -35,12 +35,13 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import dagster as dg
 from pydantic import Field
 
 from de_assets.orchestration.partitions import RANGE_END, RANGE_START
+from de_assets.security.redaction import RedactedRepr
 
 SENSOR_NAME = "alert_sensor"
 ALERT_WEBHOOK = "alert_webhook"  # the resource key, and the sensor's parameter name
@@ -70,8 +71,10 @@ class WebhookError(Exception):
     """The webhook did not accept an alert; the message names the cause and never the URL."""
 
 
-class AlertWebhookResource(dg.ConfigurableResource):
+class AlertWebhookResource(RedactedRepr, dg.ConfigurableResource):
     """Where alerts are POSTed as JSON; an empty URL sends nothing."""
+
+    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("url",)  # it may carry a token
 
     url: str = Field(
         default="",

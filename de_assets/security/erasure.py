@@ -95,6 +95,55 @@ def suppressed(ids: pd.Series, token_list: frozenset[str], key: PiiKey | None) -
     return mask
 
 
+def rekey(cold: ColdStore, old: PiiKey, new: PiiKey, candidate_ids: Iterable[int]) -> tuple[int, int]:
+    """Re-key the suppression list and the erasure log after a key rotation.
+
+    Tokens cannot be reversed, so each old token is matched by tokenising ``candidate_ids`` (every id
+    the sources still hold: a forgotten customer can only come back from there) with the old key.
+    Returns (tokens re-keyed, tokens left as they were because no source holds their customer).
+    """
+    ids = pd.Series(sorted({int(i) for i in candidate_ids}), dtype="int64")
+    by_old = dict(
+        zip(
+            tokens(old, ids.astype("str"), "customer"),
+            tokens(new, ids.astype("str"), "customer"),
+            strict=True,
+        )
+    )
+    rekeyed = unmatched = 0
+    for table in (SUPPRESSION_LIST, ERASURE_LOG):
+        states, frame = cold.load(table, [None])
+        if states[None] is not PartitionState.PRESENT or frame.empty:
+            continue
+        mapped = frame["customer_token"].map(by_old)
+        if table == SUPPRESSION_LIST:
+            rekeyed, unmatched = int(mapped.notna().sum()), int(mapped.isna().sum())
+        frame["customer_token"] = mapped.fillna(frame["customer_token"]).astype("str")
+        cold.write(table, {None: frame})
+    return rekeyed, unmatched
+
+
+def customer_ids_in_sources(source_url: str, landing_root: str) -> set[int]:
+    """Every customer id the shop (read through the read-only connection) and the landing files hold."""
+    from de_assets.generation.landing import LandingFolder
+    from de_assets.ingestion.source_reader import SourceUnavailableError, read_only_engine
+
+    ids: set[int] = set()
+    try:
+        with read_only_engine(source_url) as engine, engine.connect() as conn:
+            for table in ("customers", "orders"):
+                rows = conn.execute(sa.text(f"SELECT DISTINCT customer_id FROM {table}"))
+                ids |= {int(i) for (i,) in rows if i is not None}
+    except SourceUnavailableError:
+        pass  # no shop yet: nothing can come back from it
+    folder = LandingFolder(landing_root)
+    for entry in folder.list("clickstream_"):
+        if entry.refused is None:
+            lines = pd.Series(folder.read(entry.name).decode("utf-8", "replace").splitlines(), dtype="str")
+            ids |= {int(i) for i in payload_customer_ids(lines).dropna()}
+    return ids
+
+
 class Suppression:
     """The suppression list as an ingestion step applies it: read once per step; the key is loaded only
     when the list is not empty, so a pipeline that never forgot anyone pays nothing."""

@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import ClassVar
 
 import dagster as dg
 from pydantic import Field
 
 from de_assets.security.key_registry import PiiKeyMismatchError, current_fingerprint, verify
 from de_assets.security.pseudonymise import PiiKey, load_or_create_key_file
+from de_assets.security.redaction import RedactedRepr
 from de_assets.storage.hot import HotStore
 
 
-class PiiKeyResource(dg.ConfigurableResource):
+class PiiKeyResource(RedactedRepr, dg.ConfigurableResource):
+    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("key",)
+    DATABASE_URL_FIELDS: ClassVar[tuple[str, ...]] = ("registry_url",)
+
     key: str = Field(default="", description="The key itself (give it as EnvVar); empty uses key_file")
     key_file: str = Field(description="Key file used (and created, mode 0600) when no key is given")
     registry_url: str = Field(

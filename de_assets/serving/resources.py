@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import ClassVar
 
 import dagster as dg
 import pandas as pd
 import sqlalchemy as sa
 from pydantic import Field
 
+from de_assets.security.redaction import RedactedRepr
 from de_assets.serving.reverse_etl import segments_writer, shop_database_exists
 from de_assets.storage.cold import ColdStore
 from de_assets.storage.hot import HotStore
@@ -18,9 +20,11 @@ from de_assets.storage.tier import PartitionState, TableRef
 from de_assets.storage.tiering import TieredStore
 
 
-class WarehouseResource(dg.ConfigurableResource):
+class WarehouseResource(RedactedRepr, dg.ConfigurableResource):
     """Reads of hot-tier tables that an input mapping cannot express: a join to a dimension by key,
     and the recent partitions of an asset's own history."""
+
+    DATABASE_URL_FIELDS: ClassVar[tuple[str, ...]] = ("url",)
 
     url: str = Field(description="SQLAlchemy URL of the hot tier (the same as the hot IO manager's)")
     cold_root: str = Field(default="", description="Cold tier root, where old hot partitions are moved")
@@ -41,8 +45,10 @@ class WarehouseResource(dg.ConfigurableResource):
         return frame if any(s is PartitionState.PRESENT for s in states.values()) else pd.DataFrame()
 
 
-class SegmentsDatabaseResource(dg.ConfigurableResource):
+class SegmentsDatabaseResource(RedactedRepr, dg.ConfigurableResource):
     """The reverse ETL's own connection to the shop database (never ingestion's read-only one)."""
+
+    DATABASE_URL_FIELDS: ClassVar[tuple[str, ...]] = ("url",)
 
     url: str = Field(description="SQLAlchemy URL the segments are written through (give it as EnvVar)")
 

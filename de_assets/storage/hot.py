@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import ClassVar
 
 import pandas as pd
 import pyarrow as pa
@@ -24,7 +25,7 @@ import sqlalchemy as sa
 
 from de_assets.orchestration.pools import HOT_TIER_POOL
 from de_assets.security.identifiers import UnsafeNameError, safe_column_names
-from de_assets.security.redaction import redact_sqlalchemy_url
+from de_assets.security.redaction import RedactedRepr, redact_sqlalchemy_url
 from de_assets.storage.hot_dialects import KEY_COLUMN, GenericDialect, dialect_for, sql_type
 from de_assets.storage.io_manager import TierIOManager
 from de_assets.storage.schema import merge_schemas, merged_type
@@ -453,9 +454,11 @@ class HotStore(TierStore):
         return place if key is None else f"{place}/{KEY_COLUMN}={key}"
 
 
-class HotTierIOManager(TierIOManager):
+class HotTierIOManager(RedactedRepr, TierIOManager):
     """Stores assets as tables in the hot tier database at ``url`` (any SQLAlchemy URL); with
     ``cold_root``, partitions moved to the cold tier are read from there (``storage.tiering``)."""
+
+    DATABASE_URL_FIELDS: ClassVar[tuple[str, ...]] = ("url",)
 
     url: str
     lock_timeout_seconds: float = 60.0

@@ -91,6 +91,21 @@ def test_settings_and_resources_never_show_a_secret(env):
     assert f"url='{ALERT_WEBHOOK_URL}'" in repr(build_resources(settings)[ALERT_WEBHOOK])
 
 
+def test_resources_as_a_step_receives_them_never_show_a_secret(env):
+    # Initialised, every EnvVar is resolved: the values themselves are in the objects now.
+    settings = load_settings()
+    initialised = {
+        name: r.process_config_and_initialize()
+        for name, r in build_resources(settings).items()
+        if hasattr(r, "process_config_and_initialize")
+    }
+    assert initialised["pii_key"].key == PII_KEY_CANARY  # the secret really is there
+    shown = []
+    for name, resource in initialised.items():
+        shown += [(f"repr({name})", repr(resource)), (f"str({name})", str(resource))]
+    assert found(CANARIES, shown) == {}
+
+
 def test_canaries_appear_in_no_output_log_or_alert(env, receiver, capfd, caplog):
     home = env
     caplog.set_level(logging.DEBUG)

@@ -4,11 +4,13 @@ import datetime as dt
 import hashlib
 import hmac
 import secrets
+import sqlite3
 
 import duckdb
 import pytest
 
 from de_assets.cli import NEW_PII_KEY, main
+from de_assets.security.erasure import customer_token, erasure_log, suppression_list
 from de_assets.security.key_registry import (
     CURRENT,
     RETIRED,
@@ -20,7 +22,9 @@ from de_assets.security.key_registry import (
 )
 from de_assets.security.pseudonymise import PiiKey
 from de_assets.security.resources import PiiKeyResource
+from de_assets.storage.cold import ColdStore
 from de_assets.storage.hot import HotStore
+from de_assets.storage.tier import TableRef
 
 NOW = dt.datetime(2026, 11, 20, 12, tzinfo=dt.UTC)
 
@@ -80,6 +84,10 @@ def test_a_lost_key_file_is_an_error_not_a_new_key(tmp_path, store):
     assert current_fingerprint(store) == first.fingerprint
 
 
+def _last_days(today: dt.date, n: int) -> list[dt.date]:
+    return [today - dt.timedelta(days=k) for k in range(n, 0, -1)]
+
+
 def _customer_tokens(home) -> dict[int, tuple[str, str]]:
     with duckdb.connect(str(home / "hot" / "warehouse.duckdb"), read_only=True) as conn:
         rows = conn.sql(
@@ -106,6 +114,10 @@ def test_rotate_pii_key_rekeys_every_partition_and_the_old_key_stops_working(tmp
     assert before
     assert {f for _, f in before.values()} == {old.fingerprint}
 
+    with sqlite3.connect(tmp_path / "source" / "shop.sqlite") as conn:
+        (forgotten,) = conn.execute("SELECT customer_id FROM orders ORDER BY order_id LIMIT 1").fetchone()
+    assert main(["forget", str(forgotten)]) == 0
+
     assert main(["rotate-pii-key"]) == 2  # no new key given: a plain error
     new_text = secrets.token_hex(32)
     monkeypatch.setenv(NEW_PII_KEY, new_text)
@@ -114,13 +126,22 @@ def test_rotate_pii_key_rekeys_every_partition_and_the_old_key_stops_working(tmp
     assert new_text not in capsys.readouterr().out
     new = PiiKey.from_text(new_text)
     after = _customer_tokens(tmp_path)
-    assert set(after) == set(before)
+    assert set(after) == set(before) - {forgotten}
     assert all(after[c] == (_token(new, str(c)), new.fingerprint) for c in after)
     assert PiiKey.from_text(key_file.read_text()) == new
     retired = tmp_path / "secrets" / f"pii.key.retired-{old.fingerprint}"
     assert PiiKey.from_text(retired.read_text()) == old
     assert retired.stat().st_mode & 0o077 == 0
     assert key_file.stat().st_mode & 0o077 == 0
+
+    # The forgotten customer stays suppressed under the new key: re-ingestion leaves them out.
+    cold = ColdStore(str(tmp_path / "cold"))
+    assert suppression_list(cold) == {customer_token(new, forgotten)}
+    assert erasure_log(cold)["customer_token"].tolist() == [customer_token(new, forgotten)]
+    assert main(["run", "--days", "2", "--orders-per-day", "60", "--events-per-day", "200"]) == 0
+    raw = cold.read(TableRef("ingestion", "raw_orders", "day"), [d.isoformat() for d in _last_days(today, 2)])
+    assert len(raw)
+    assert forgotten not in set(raw["customer_id"].dropna().astype("int64"))
 
     # A deployment still holding the old key fails clearly instead of making old-key tokens again.
     monkeypatch.delenv(NEW_PII_KEY)
