@@ -23,6 +23,7 @@ from de_assets.orchestration.landing_sensor import (
 )
 from de_assets.orchestration.partitions import daily_partitions
 from de_assets.orchestration.run_tags import RAW_PARTITION_LOCK, raw_partition_lock
+from de_assets.security.resources import PiiKeyResource
 from de_assets.storage.cold import ColdTierIOManager
 
 FIRST = dt.date(2024, 3, 1)
@@ -53,6 +54,8 @@ class Landing:
                 "landing": self.resource,
                 "shop": ShopDatabaseResource(url=f"sqlite:///{tmp_path / 'shop.sqlite'}"),
                 "cold": ColdTierIOManager(root=str(tmp_path / "cold")),
+                # Ingestion consults the suppression list (right to be forgotten) with this key.
+                "pii_key": PiiKeyResource(key_file=str(tmp_path / "secrets" / "pii.key")),
             },
         )
         self.instance = dg.DagsterInstance.ephemeral()

@@ -20,6 +20,7 @@ from de_assets.ingestion.source_reader import daily_fingerprints, read_only_engi
 from de_assets.orchestration.partitions import daily_partitions
 from de_assets.orchestration.run_tags import RAW_PARTITION_LOCK
 from de_assets.orchestration.source_sensor import SOURCE_DB_SENSOR, build_source_db_sensor
+from de_assets.security.resources import PiiKeyResource
 from de_assets.storage.cold import ColdTierIOManager
 
 FIRST = dt.date(2024, 3, 1)
@@ -78,6 +79,8 @@ class Shop:
                 "shop": self.resource,
                 "landing": LandingFolderResource(root=str(tmp_path / "landing")),
                 "cold": ColdTierIOManager(root=str(tmp_path / "cold")),
+                # Ingestion consults the suppression list (right to be forgotten) with this key.
+                "pii_key": PiiKeyResource(key_file=str(tmp_path / "secrets" / "pii.key")),
             },
         )
         self.instance = dg.DagsterInstance.ephemeral()
