@@ -3,8 +3,6 @@
 import json
 import logging
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import dagster as dg
 import pytest
@@ -23,6 +21,7 @@ from de_assets.orchestration.alerts import (
     partitions_of,
     written_ids,
 )
+from de_assets_tests.webhook_receiver import WebhookReceiver
 
 CANARY = "canary-token-5f1c"  # stands for a secret in the webhook URL
 DATA = "4111-1111-1111-1111"  # stands for a data value that failures quote
@@ -71,39 +70,9 @@ def healthy() -> int:
     return 1
 
 
-class Receiver:
-    """An HTTP server on 127.0.0.1 that records each POST and answers with ``status``."""
-
-    def __init__(self) -> None:
-        receiver = self
-        self.received: list[tuple[str, dict]] = []
-        self.status = 200
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.received.append((self.path, json.loads(body)))
-                self.send_response(receiver.status)
-                self.end_headers()
-
-            def log_message(self, *args) -> None:  # keep the request line (with the token) off stderr
-                return None
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook?token={CANARY}"
-        self.thread = threading.Thread(
-            target=lambda: self.server.serve_forever(poll_interval=0.05), daemon=True
-        )
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def receiver():
-    server = Receiver()
+    server = WebhookReceiver(CANARY)
     yield server
     server.close()
 

@@ -17,8 +17,6 @@ import hmac
 import logging
 import os
 import secrets
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import dagster as dg
 import pytest
@@ -28,6 +26,7 @@ from de_assets.definitions import build_definitions
 from de_assets.orchestration.alerts import ALERT_WEBHOOK, SENSOR_NAME
 from de_assets.settings import ALERT_WEBHOOK_URL, HOME, PII_KEY, build_resources, load_settings
 from de_assets_tests.security.stored_text import found, tree_texts
+from de_assets_tests.webhook_receiver import WebhookReceiver
 
 PII_KEY_CANARY = ("c0ffee" * 7 + secrets.token_hex(11))[:64]  # 64 hex characters, as recommended
 TOKEN_CANARY = f"canary-token-{secrets.token_hex(8)}"
@@ -39,33 +38,9 @@ def _fingerprint(hex_key: str) -> str:
     return hmac.new(bytes.fromhex(hex_key), b"de_assets key fingerprint", hashlib.sha256).hexdigest()[:16]
 
 
-class Receiver:
-    """An HTTP server on 127.0.0.1 keeping the path and raw body of each POST."""
-
-    def __init__(self) -> None:
-        received = self.received = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                received.append((self.path, self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args) -> None:  # the request line carries the token: not on stderr
-                return None
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook?token={TOKEN_CANARY}"
-        threading.Thread(target=lambda: self.server.serve_forever(poll_interval=0.05), daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def receiver():
-    server = Receiver()
+    server = WebhookReceiver(TOKEN_CANARY)
     yield server
     server.close()
 
@@ -125,8 +100,8 @@ def test_canaries_appear_in_no_output_log_or_alert(env, receiver, capfd, caplog)
     # Where the canaries were used: the alert went to the URL with the token, the tokens were made
     # with the key from the environment (no key file), and the run's log was printed (it names the
     # key by its fingerprint when registering it).
-    assert receiver.received
-    assert {path for path, _body in receiver.received} == {f"/hook?token={TOKEN_CANARY}"}
+    assert receiver.posts
+    assert {path for path, _body in receiver.posts} == {f"/hook?token={TOKEN_CANARY}"}
     assert not (home / "secrets" / "pii.key").exists()
     files = dict(tree_texts(home))
     assert found(
@@ -139,7 +114,7 @@ def test_canaries_appear_in_no_output_log_or_alert(env, receiver, capfd, caplog)
         ("stdout", out),
         ("stderr", err),
         ("log records", caplog.text),
-        *((f"webhook body {n}", body.decode()) for n, (_path, body) in enumerate(receiver.received)),
+        *((f"webhook body {n}", body.decode()) for n, (_path, body) in enumerate(receiver.posts)),
         *files.items(),
     ]
     assert found(CANARIES, texts) == {}
