@@ -394,6 +394,8 @@ def existing_keys(engine: sa.Engine, table: str, candidates: np.ndarray) -> np.n
     with engine.connect() as conn:
         if conn.dialect.name == "duckdb":
             found = _duckdb_existing(conn, table, wanted)
+        elif conn.dialect.name == "sqlite":
+            found = _sqlite_existing(conn, table, wanted)
         else:
             found = _chunked_existing(conn, table, wanted)
     return np.unique(np.asarray(found, dtype=np.int64))
@@ -405,6 +407,24 @@ def _chunked_existing(conn: sa.Connection, table: str, wanted: np.ndarray) -> li
     for first in range(0, len(wanted), _KEYS_PER_QUERY):
         chunk = wanted[first : first + _KEYS_PER_QUERY].tolist()
         found.extend(conn.execute(sa.select(key).where(key.in_(chunk))).scalars())
+    return found
+
+
+def _sqlite_existing(conn: sa.Connection, table: str, wanted: np.ndarray) -> list[int]:
+    """The same chunked IN on the driver's cursor: SQLAlchemy's per-row result processing cost ~6 s
+    for 1.2 M keys, the raw cursor ~0.5 s."""
+    quote_name = conn.dialect.identifier_preparer.quote
+    key = quote_name(_contract(table).key)
+    cursor = conn.connection.driver_connection.cursor()
+    found: list[int] = []
+    try:
+        for first in range(0, len(wanted), _KEYS_PER_QUERY):
+            chunk = wanted[first : first + _KEYS_PER_QUERY].tolist()
+            marks = ",".join("?" * len(chunk))
+            cursor.execute(f"SELECT {key} FROM {quote_name(table)} WHERE {key} IN ({marks})", chunk)
+            found.extend(row[0] for row in cursor.fetchall())
+    finally:
+        cursor.close()
     return found
 
 
