@@ -22,6 +22,8 @@ import sqlalchemy as sa
 from de_assets.security.redaction import redact_sqlalchemy_url, redact_url
 
 HOME = "DE_ASSETS_HOME"
+PROFILE = "DE_ASSETS_PROFILE"
+EMBEDDED, PRODUCTION = "embedded", "production"
 SOURCE_DB_URL = "DE_ASSETS_SOURCE_DB_URL"
 LANDING_DIR = "DE_ASSETS_LANDING_DIR"
 HOT_URL = "DE_ASSETS_HOT_URL"
@@ -83,6 +85,8 @@ class Setting:
 @dataclass(frozen=True)
 class Settings:
     home: Path
+    # "embedded" (everything in the home, generated key allowed) or "production" (no silent defaults).
+    profile: str
     source_db_url: Setting
     landing_dir: Setting
     hot_url: Setting
@@ -220,6 +224,15 @@ def load_settings(env: Mapping[str, str] | None = None, today: dt.date | None = 
         check(variable, value)
         return Setting(variable, value, from_env=bool(raw))
 
+    profile = (env.get(PROFILE) or EMBEDDED).strip().lower()
+    if profile not in (EMBEDDED, PRODUCTION):
+        raise SettingsError(f"{PROFILE} must be {EMBEDDED!r} or {PRODUCTION!r}; got {env.get(PROFILE)!r}")
+    if profile == PRODUCTION and not env.get(PII_KEY):
+        # A generated key file on one machine would make tokens no other machine can reproduce.
+        raise SettingsError(
+            f"the production profile needs {PII_KEY} (a secret of at least 32 characters, e.g. 64 hex "
+            "characters); it never generates a key file"
+        )
     lookahead = max(
         _days(env, LATE_DAYS, DEFAULT_LATE_DAYS, 60),
         _days(env, ORDER_LOOKAHEAD_DAYS, DEFAULT_ORDER_LOOKAHEAD_DAYS, 366),
@@ -228,6 +241,7 @@ def load_settings(env: Mapping[str, str] | None = None, today: dt.date | None = 
     source_db_url = setting(SOURCE_DB_URL, f"sqlite:///{home / 'source' / 'shop.sqlite'}", _sqlalchemy_url)
     return Settings(
         home=home,
+        profile=profile,
         source_db_url=source_db_url,
         landing_dir=setting(LANDING_DIR, str(home / "landing"), _storage_url),
         hot_url=setting(HOT_URL, f"duckdb:///{home / 'hot' / 'warehouse.duckdb'}", _sqlalchemy_url),

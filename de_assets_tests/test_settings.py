@@ -71,3 +71,15 @@ def test_orchestration_settings_default_and_refuse_bad_values(tmp_path):
     for variable, value in ((SENSOR_INTERVAL, "0"), (SENSOR_INTERVAL, "x"), (ALERT_WEBHOOK_URL, "ftp://h/x")):
         with pytest.raises(SettingsError, match=variable):
             load_settings({HOME: str(tmp_path), variable: value})
+
+
+def test_the_production_profile_refuses_to_start_without_a_pseudonymisation_key(tmp_path):
+    from de_assets.settings import PRODUCTION, PROFILE
+
+    base = {"DE_ASSETS_HOME": str(tmp_path), PROFILE: PRODUCTION}
+    with pytest.raises(SettingsError, match="production profile needs DE_ASSETS_PII_KEY"):
+        load_settings(base)
+    assert load_settings({**base, "DE_ASSETS_PII_KEY": "k" * 64}).profile == PRODUCTION
+    assert load_settings({"DE_ASSETS_HOME": str(tmp_path)}).profile == "embedded"
+    with pytest.raises(SettingsError, match="DE_ASSETS_PROFILE must be"):
+        load_settings({**base, PROFILE: "staging"})
