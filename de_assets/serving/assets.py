@@ -197,8 +197,9 @@ def _attach_trends(
     history = totals_by_day(pd.concat([f for f in (stored, table) if len(f)] or [table], ignore_index=True))
     for partition, day in days_of(context):
         window = [(day - dt.timedelta(days=n)).isoformat() for n in range(TREND_DAYS - 1, -1, -1)]
-        trend = history.reindex([d for d in window if d in history.index])
-        png = trend_png(trend, f"Revenue (EUR) and conversion rate, {window[0]} to {partition}")
+        # Every day of the window on the axis: a day without figures shows as a gap, not as no day.
+        trend = history.reindex(window)
+        png = trend_png(trend, f"Revenue (EUR) and conversion rate, the {TREND_DAYS} days to {partition}")
         path = reports.path("daily_kpis", f"trend_{partition}.png")
         path.write_bytes(png)
         context.add_asset_metadata(
