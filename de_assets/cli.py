@@ -6,9 +6,12 @@ import argparse
 import datetime as dt
 import os
 import sys
+import uuid
 import warnings
 from collections.abc import Sequence
 from contextlib import ExitStack
+
+import dagster as dg
 
 from de_assets.settings import Settings, SettingsError, load_settings
 
@@ -111,16 +114,28 @@ def _execute(
     job_name: str, days: list[dt.date], settings: Settings, run_config: dict[str, object], verbose: bool
 ) -> int:
     """Run a job over the days as one run on the home's instance; print its summary (``verbose``: the
-    run's INFO log and every partition's figures as well)."""
-    from de_assets.definitions import build_definitions
+    run's INFO log and every partition's figures as well).
+
+    The run executes as runs launched by the daemon or the UI do (``dg.execute_job`` on a reconstructable
+    job, in-process executor): a step's output is stored by its IO manager and not kept in memory
+    (downstream steps read it back), where ``execute_in_process`` keeps every output until the run
+    ends. The job is
+    rebuilt in this process from the environment, so settings changed in ``os.environ`` (a rotated
+    key) apply; only the job's name is recorded as its origin, never a setting.
+    """
     from de_assets.orchestration.instance import local_instance
     from de_assets.orchestration.partitions import range_tags
     from de_assets.orchestration.run_summary import format_problems, format_summary, summarise
 
     _check_days(days, settings)
-    job = build_definitions(settings).resolve_job_def(job_name)
-    with local_instance(settings.home) as instance:
-        result = job.execute_in_process(
+    # A fresh key per call: Dagster caches the last job it rebuilt, which may come from another
+    # environment (an earlier call in this process).
+    key = uuid.uuid4().hex
+    job = dg.build_reconstructable_job("de_assets.cli", _job_from_environment.__name__, (job_name, key))
+    with (
+        local_instance(settings.home) as instance,
+        dg.execute_job(
+            job,
             instance=instance,
             run_config={
                 **run_config,
@@ -128,22 +143,32 @@ def _execute(
                 "loggers": {"console": {"config": {"log_level": "INFO" if verbose else "WARNING"}}},
             },
             tags=range_tags(days[0].isoformat(), days[-1].isoformat()),
-            raise_on_error=False,
-        )
-    if verbose:
-        for event in result.get_asset_materialization_events():
-            materialization = event.step_materialization_data.materialization
-            figures = ", ".join(
-                f"{name.removeprefix('dagster/')}={value.value}"
-                for name, value in materialization.metadata.items()
-                if isinstance(value.value, int) and not isinstance(value.value, bool) and name != "seed"
-            )
-            print(f"  {materialization.partition} {materialization.asset_key.to_user_string()}: {figures}")
-    summary = summarise(job_name, days[0].isoformat(), days[-1].isoformat(), result)
+        ) as result,
+    ):
+        if verbose:
+            for event in result.get_asset_materialization_events():
+                materialization = event.step_materialization_data.materialization
+                figures = ", ".join(
+                    f"{name.removeprefix('dagster/')}={value.value}"
+                    for name, value in materialization.metadata.items()
+                    if isinstance(value.value, int) and not isinstance(value.value, bool) and name != "seed"
+                )
+                print(
+                    f"  {materialization.partition} {materialization.asset_key.to_user_string()}: {figures}"
+                )
+        summary = summarise(job_name, days[0].isoformat(), days[-1].isoformat(), result)
     print(*format_summary(summary), sep="\n")
     for line in format_problems(summary):
         print(line, file=sys.stderr)
-    return 0 if result.success else 1
+    return 0 if summary.success else 1
+
+
+def _job_from_environment(job_name: str, key: str) -> dg.JobDefinition:
+    """The reconstructable job of :func:`_execute`: the Definitions built from the current environment
+    (``key`` only tells the calls apart)."""
+    from de_assets.definitions import build_definitions
+
+    return build_definitions(load_settings()).resolve_job_def(job_name)
 
 
 def _run(args: argparse.Namespace, settings: Settings, today: dt.date) -> int:

@@ -59,7 +59,7 @@ def summarise(
     job: str,
     first: str,
     last: str,
-    result: dg.ExecuteInProcessResult,
+    result: dg.ExecuteInProcessResult | dg.JobExecutionResult,
 ) -> RunSummary:
     assets: dict[dg.AssetKey, AssetFigures] = defaultdict(AssetFigures)
     for event in result.get_asset_materialization_events():

@@ -16,7 +16,7 @@ import contextlib
 import json
 import os
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from functools import reduce
@@ -33,7 +33,7 @@ from de_assets.security.identifiers import UnsafeNameError, safe_column_names
 from de_assets.security.redaction import redact_url
 from de_assets.storage.io_manager import TierIOManager
 from de_assets.storage.schema import merge_schemas
-from de_assets.storage.tier import PartitionKey, PartitionState, TableRef, WriteStats, describe
+from de_assets.storage.tier import PartitionKey, PartitionState, TableRef, TierStore, WriteStats, describe
 
 TIER = "cold"
 PARTITION_FILE = "part-0.parquet"
@@ -293,8 +293,9 @@ class ColdStore:
         return removed
 
     def load(
-        self, table: TableRef, keys: Sequence[PartitionKey]
+        self, table: TableRef, keys: Sequence[PartitionKey], columns: Sequence[str] | None = None
     ) -> tuple[dict[PartitionKey, PartitionState], pd.DataFrame]:
+        """``columns``: read only these (default all); a column a file lacks is an error."""
         keys = [table.check_key(k) for k in keys]
         where = describe(self.tier, table, keys)
         fs, base = self._fs()
@@ -303,15 +304,39 @@ class ColdStore:
         present = [k for k in keys if states[k] is PartitionState.PRESENT]
         if not present:
             schema = self._stored_schema(fs, base, table, self._scan(fs, base, table), where)
-            return states, pd.DataFrame() if schema is None else schema.empty_table().to_pandas()
+            if schema is None:
+                return states, pd.DataFrame()
+            return states, _select(schema.empty_table(), columns, where).to_pandas()
         # partitioning=None: the columns are in the file; the folder name must not add a "day" column.
+        wanted = None if columns is None else list(columns)
         tables = [
-            pq.read_table(self._data_path(base, table, k), filesystem=fs, partitioning=None) for k in present
+            pq.read_table(self._data_path(base, table, k), filesystem=fs, partitioning=None, columns=wanted)
+            for k in present
         ]
         schema = unify([t.schema for t in tables], where)
         tables = [t if t.schema.equals(schema) else _conform(t, schema) for t in tables]
         combined = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
         return states, combined.replace_schema_metadata(schema.metadata).to_pandas()
+
+    def batches(
+        self, table: TableRef, key: str, rows: int, columns: Sequence[str] | None = None
+    ) -> Iterator[pd.DataFrame]:
+        """A present partition as frames of at most ``rows`` rows (``columns``: only these), read as the
+        caller iterates, so only about one batch of it is in memory at a time. Nothing if not present."""
+        key = table.check_key(key) or ""
+        where = describe(self.tier, table, [key])
+        fs, base = self._fs()
+        path = self._data_path(base, table, key)
+        try:
+            source = fs.open(path, "rb")
+        except FileNotFoundError:
+            return
+        with source, pq.ParquetFile(source) as parquet:
+            schema = parquet.schema_arrow
+            if columns is not None:
+                schema = _select(schema.empty_table(), columns, where).schema
+            for batch in parquet.iter_batches(batch_size=rows, columns=schema.names):
+                yield pa.Table.from_batches([batch]).replace_schema_metadata(schema.metadata).to_pandas()
 
     def partitions(self, table: TableRef) -> dict[str, PartitionState]:
         """Every partition folder of ``table`` and its state (one listing)."""
@@ -349,3 +374,24 @@ class ColdTierIOManager(TierIOManager):
 
     def build_store(self) -> ColdStore:
         return ColdStore(self.root, self.storage_options)
+
+    def load_columns(
+        self, store: TierStore, table: TableRef, keys: Sequence[PartitionKey], columns: Sequence[str] | None
+    ) -> tuple[dict[PartitionKey, PartitionState], pd.DataFrame]:
+        assert isinstance(store, ColdStore)
+        return store.load(table, keys, columns)
+
+    def read_batches(
+        self, store: TierStore, table: TableRef, key: str, columns: Sequence[str] | None, rows: int
+    ) -> Iterator[pd.DataFrame]:
+        assert isinstance(store, ColdStore)
+        return store.batches(table, key, rows, columns)
+
+
+def _select(table: pa.Table, columns: Sequence[str] | None, where: str) -> pa.Table:
+    if columns is None:
+        return table
+    unknown = [name for name in columns if table.schema.get_field_index(name) < 0]
+    if unknown:
+        raise KeyError(f"no column {unknown} in {where}")
+    return table.select(list(columns))

@@ -14,7 +14,7 @@ Partition handling lives here once for both tiers:
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import dagster as dg
@@ -37,6 +37,11 @@ from de_assets.storage.tier import (
 PARTITION_COLUMN = "partition_column"
 # Input (AssetIn) metadata: read never-materialised upstream partitions as empty.
 ALLOW_MISSING_PARTITIONS = "allow_missing_partitions"
+# Input metadata, opt-in: load only these columns (a list of names).
+COLUMNS = "columns"
+# Input metadata, opt-in: give the asset a :class:`PartitionBatches` of at most this many rows per
+# frame instead of one frame, so that it never holds the whole input at once.
+BATCH_ROWS = "batch_rows"
 
 _FIELD_BY_PARTITIONS_TYPE: list[tuple[type, str]] = [
     (dg.HourlyPartitionsDefinition, "hour"),
@@ -111,6 +116,28 @@ def split_by_partition(
     }
 
 
+class PartitionBatches:
+    """An input read lazily: the present partitions, each as frames of at most ``rows`` rows.
+
+    Nothing is read until the asset iterates; iterating again reads again. ``read(key)`` yields one
+    partition's frames.
+    """
+
+    def __init__(self, keys: Sequence[str], read: Callable[[str], Iterator[pd.DataFrame]]) -> None:
+        self.keys = list(keys)
+        self._read = read
+
+    def __iter__(self) -> Iterator[pd.DataFrame]:
+        return self.batches()
+
+    def batches(self, keys: Iterable[str] | None = None) -> Iterator[pd.DataFrame]:
+        """The frames of the present partitions among ``keys`` (default: all), in partition order."""
+        wanted = None if keys is None else set(keys)
+        for key in self.keys:
+            if wanted is None or key in wanted:
+                yield from self._read(key)
+
+
 def _current_asset_context() -> dg.AssetExecutionContext | None:
     try:
         context = dg.AssetExecutionContext.get()
@@ -182,14 +209,63 @@ class TierIOManager(dg.ConfigurableIOManager):
             else:
                 context.log.info(f"wrote {written.rows} rows to partition {key} at {written.location}")
 
-    def load_input(self, context: dg.InputContext) -> pd.DataFrame:
+    def load_columns(
+        self, store: TierStore, table: TableRef, keys: Sequence[PartitionKey], columns: Sequence[str] | None
+    ) -> tuple[dict[PartitionKey, PartitionState], pd.DataFrame]:
+        """``store.load`` with only ``columns`` (all when None); tiers that can read fewer override this."""
+        states, frame = store.load(table, keys)
+        return states, frame if columns is None else _select(frame, columns)
+
+    def read_batches(
+        self, store: TierStore, table: TableRef, key: str, columns: Sequence[str] | None, rows: int
+    ) -> Iterator[pd.DataFrame]:
+        """One present partition as frames of at most ``rows`` rows; tiers that stream override this."""
+        frame = store.read(table, [key])
+        frame = frame if columns is None else _select(frame, columns)
+        for start in range(0, len(frame), rows):
+            yield frame.iloc[start : start + rows].reset_index(drop=True)
+
+    def load_input(self, context: dg.InputContext) -> pd.DataFrame | PartitionBatches:
         partitions_def = context.asset_partitions_def if context.has_asset_partitions else None
         table = self._table(context.asset_key, partitions_def)
         keys: list[PartitionKey] = list(context.asset_partition_keys) if partitions_def else [None]
         store = self.build_store()
+        metadata = context.definition_metadata or {}
+        columns = metadata.get(COLUMNS)
+        rows = metadata.get(BATCH_ROWS)
+        if rows is not None:
+            if partitions_def is None or int(rows) < 1:
+                raise ValueError(
+                    f"{BATCH_ROWS} needs a partitioned input and a number >= 1; got {rows!r} for "
+                    f"{context.asset_key.to_user_string()}"
+                )
+            states = store.states(table, keys)
+            self._check_states(context, store, table, keys, states, partitions_def)
+            present = [str(k) for k in keys if states[k] is PartitionState.PRESENT]
+            return PartitionBatches(
+                present, lambda key: self.read_batches(store, table, key, columns, int(rows))
+            )
         # One round trip: the data of the present keys comes back with the states, so the common case
         # (everything present) opens the store once. On error the frame is simply dropped.
-        states, frame = store.load(table, keys)
+        states, frame = self.load_columns(store, table, keys, columns)
+        missing = self._check_states(context, store, table, keys, states, partitions_def)
+        if len(keys) == 1:
+            context.add_input_metadata({"rows_loaded": len(frame), "partitions_missing": len(missing)})
+        else:
+            # Dagster cannot attach input metadata to several partitions (dagster-io/dagster#27940).
+            context.log.info(f"loaded {len(frame)} rows from {len(keys)} partitions ({len(missing)} missing)")
+        return frame
+
+    def _check_states(
+        self,
+        context: dg.InputContext,
+        store: TierStore,
+        table: TableRef,
+        keys: Sequence[PartitionKey],
+        states: Mapping[PartitionKey, PartitionState],
+        partitions_def: dg.PartitionsDefinition | None,
+    ) -> list[PartitionKey]:
+        """The missing keys; raises for removed ones, and for missing ones unless the input allows them."""
         removed = [k for k in keys if states[k] is PartitionState.REMOVED]
         if removed:
             raise PartitionRemovedError(
@@ -203,9 +279,9 @@ class TierIOManager(dg.ConfigurableIOManager):
                 f"cannot load {describe(store.tier, table, missing)} for asset "
                 f"{context.asset_key.to_user_string()}: it was never materialised"
             )
-        if len(keys) == 1:
-            context.add_input_metadata({"rows_loaded": len(frame), "partitions_missing": len(missing)})
-        else:
-            # Dagster cannot attach input metadata to several partitions (dagster-io/dagster#27940).
-            context.log.info(f"loaded {len(frame)} rows from {len(keys)} partitions ({len(missing)} missing)")
-        return frame
+        return missing
+
+
+def _select(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """``frame``'s ``columns`` (a frame without columns, i.e. nothing stored yet, stays as it is)."""
+    return frame if frame.columns.empty else frame[list(columns)]

@@ -43,9 +43,15 @@ from de_assets.quality.models import (
 )
 from de_assets.security.resources import PiiKeyResource
 from de_assets.settings import COLD, HOT
-from de_assets.storage.io_manager import ALLOW_MISSING_PARTITIONS, PARTITION_COLUMN
+from de_assets.storage.io_manager import (
+    ALLOW_MISSING_PARTITIONS,
+    BATCH_ROWS,
+    COLUMNS,
+    PARTITION_COLUMN,
+    PartitionBatches,
+)
 from de_assets.transformation.customers import build_customers
-from de_assets.transformation.events import build_events
+from de_assets.transformation.events import RAW_BATCH_LINES, RAW_COLUMNS_USED, build_events
 from de_assets.transformation.orders import build_orders
 from de_assets.transformation.quarantine import empty_quarantine
 from de_assets.transformation.reference import rates_to_eur
@@ -74,14 +80,15 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def _window_in(key: dg.AssetKey, days_after: int) -> dg.AssetIn:
-    """Partition D reads upstream D..D+days_after; days not materialised (yet) read as empty."""
+def _window_in(key: dg.AssetKey, days_after: int, metadata: Mapping[str, object] | None = None) -> dg.AssetIn:
+    """Partition D reads upstream D..D+days_after; days not materialised (yet) read as empty.
+    ``metadata``: more input metadata for the IO manager (e.g. columns, batches)."""
     return dg.AssetIn(
         key=key,
         partition_mapping=dg.TimeWindowPartitionMapping(
             start_offset=0, end_offset=days_after, allow_nonexistent_upstream_partitions=True
         ),
-        metadata={ALLOW_MISSING_PARTITIONS: True},
+        metadata={ALLOW_MISSING_PARTITIONS: True, **(metadata or {})},
     )
 
 
@@ -249,6 +256,7 @@ def _cleaning_step(
     extra_checks: list[dg.AssetCheckSpec],
     partitions_def: dg.PartitionsDefinition,
     pii: str = "false",
+    raw_metadata: Mapping[str, object] | None = None,
 ) -> Callable[[Callable[..., object]], dg.AssetsDefinition]:
     """The multi-asset shared by the cleaning steps: a hot table and its cold ``*_rejected`` records,
     from a look-ahead window of a raw asset, with the quality checks of both outputs."""
@@ -258,7 +266,7 @@ def _cleaning_step(
             name: _table_out(key, model, partition_column, description, pii),
             f"{name}_rejected": _rejects_out(rejected_key, name),
         },
-        ins={"raw": _window_in(raw_key, raw_days_after)},
+        ins={"raw": _window_in(raw_key, raw_days_after, raw_metadata)},
         group_name=GROUP,
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
@@ -370,17 +378,21 @@ def _events_asset(
             dg.AssetCheckSpec("schema_drift", asset=EVENTS, description="Fields not in the contract (WARN)."),
         ],
         partitions_def=partitions_def,
+        # Only the raw columns the events use, a batch of lines at a time: the step never holds the
+        # raw lines' payloads in full (the largest part of a clickstream day).
+        raw_metadata={COLUMNS: RAW_COLUMNS_USED, BATCH_ROWS: RAW_BATCH_LINES},
     )
     def events(
-        context: dg.AssetExecutionContext, raw: pd.DataFrame
+        context: dg.AssetExecutionContext, raw: PartitionBatches
     ) -> Iterator[dg.AssetCheckResult | dg.Output[pd.DataFrame]]:
         processed_at, rates = _now(), rates_to_eur()
         outputs = _StepOutputs([], [], {})
         new_fields: dict[str, int] = {}
         delivered: dict[str, tuple[int, int]] = {}  # delivery day -> (rejected, total) lines
         for partition, day in days_of(context):
+            window = [(day + dt.timedelta(days=k)).isoformat() for k in range(late_days + 1)]
             result = build_events(
-                raw,
+                raw.batches(window),
                 day,
                 late_limit_days=late_days,
                 rates=rates,

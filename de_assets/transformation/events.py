@@ -26,7 +26,7 @@ unique within a partition, and across partitions only while re-sends keep their 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,8 +75,16 @@ class EventsResult:
     lines_by_delivery_day: dict[str, tuple[int, int]]  # (rejected, total) lines per delivery day read
 
 
+# The raw_events columns the events are built from (a reader may load only these).
+RAW_COLUMNS_USED = ["delivery_day", "source_file", "line_number", "ingested_at", "payload", "parse_error"]
+# Raw lines per batch when they are read in batches: bounds the payloads in memory at once (about
+# 60 MB of typical lines) while per-batch costs stay small.
+RAW_BATCH_LINES = 250_000
+_META = ["source_file", "line_number", "delivery_day", "ingested_at"]
+
+
 def build_events(
-    raw: pd.DataFrame,
+    raw: pd.DataFrame | Iterable[pd.DataFrame],
     day: dt.date,
     *,
     late_limit_days: int,
@@ -87,6 +95,9 @@ def build_events(
 ) -> EventsResult:
     """The events of ``day`` from the raw lines of delivery days ``day .. day + late_limit_days``.
 
+    ``raw`` is one frame of raw lines or an iterable of frames (batches of lines, in any order): each
+    batch is checked and reduced to the lines this partition owns before the next one is read, so
+    only one batch's payloads are in memory at a time. The result does not depend on the batching.
     ``first_day`` is the first partition: an event that happened before it has no partition to go
     to, so its delivery day owns it and quarantines it as ``before_first_partition``.
     """
@@ -96,89 +107,172 @@ def build_events(
         raise ValueError("late_limit_days must be >= 0")
     if processed_at.tzinfo is None:
         raise ValueError("processed_at must be timezone-aware")
-    if raw.empty and "delivery_day" not in raw.columns:
-        raw = empty_raw_events()  # no raw partition materialised yet: nothing delivered
     window = [(day + dt.timedelta(days=k)).isoformat() for k in range(late_limit_days + 1)]
-    # Positions and a delivery rank instead of filtering and sorting, which would copy every payload.
-    in_window = raw["delivery_day"].isin(window).to_numpy()
-    lines = (raw if in_window.all() else raw.loc[in_window]).reset_index(drop=True)
-    delivery = pd.Categorical(lines["delivery_day"], categories=window)
-    a = delivery.codes.astype(np.int64)  # days from ``day`` to the delivery
-    parseable = lines["parse_error"].isna().to_numpy()
-    check = check_contract(lines["payload"], rates=rates)
-    values = check.values
-    violation = parseable & check.reason.notna().to_numpy()
-    valid = parseable & ~violation
-
-    counts = np.bincount(a, minlength=len(window))
-    rejected = np.bincount(a, weights=(~valid).astype(float), minlength=len(window)).astype(np.int64)
+    counts = np.zeros(len(window), np.int64)  # lines per delivery day of the window
+    rejected = np.zeros(len(window), np.int64)  # of which parse errors or contract violations
+    parts: list[_OwnedLines] = []
+    for batch in [raw] if isinstance(raw, pd.DataFrame) else raw:
+        part = _owned_lines(batch, day, window, late_limit_days, rates, first_day)
+        counts += part.counts
+        rejected += part.rejected
+        parts.append(part)
+    if not parts:  # no batch at all: nothing delivered
+        parts.append(_owned_lines(empty_raw_events(), day, window, late_limit_days, rates, first_day))
+    lines = _OwnedLines.concat(parts)
+    del parts
     share = rejected / np.maximum(counts, 1)
     shares = {d: float(share[k]) for k, d in enumerate(window) if counts[k]}
     broken_day = share > contract_break_share
+    a, e, valid, violation, event_day = lines.a, lines.e, lines.valid, lines.violation, lines.event_day
     broken = valid & broken_day[a]
-
-    event_day = values["event_time"].dt.tz_localize(None).to_numpy().astype("datetime64[D]")
-    e = np.zeros(len(lines), np.int64)  # days from ``day`` to the event, 0 without a valid event
-    e[valid] = (event_day[valid] - np.datetime64(day, "D")).astype(np.int64)
     in_range = (a - late_limit_days <= e) & (e <= a)
-    orphan = np.zeros(len(lines), bool)  # valid, in time, but its day has no partition
-    if first_day is not None:
-        orphan = valid & in_range & (e < (first_day - day).days)
-    owned = parseable & (np.where(valid & in_range & ~orphan, e, a) == 0)
 
-    reason = np.full(len(lines), None, dtype=object)
-    detail = np.full(len(lines), None, dtype=object)
-    mine = violation & owned
-    reason[mine] = check.reason[mine].to_numpy(object)
-    detail[mine] = check.detail[mine].to_numpy(object)
-    mine = valid & owned & ~in_range & ~broken  # owned by its delivery day, so a == 0
+    reason = np.full(len(a), None, dtype=object)
+    detail = np.full(len(a), None, dtype=object)
+    reason[violation] = lines.reason[violation].to_numpy(object)
+    detail[violation] = lines.detail[violation].to_numpy(object)
+    mine = valid & ~in_range & ~broken  # owned by its delivery day, so a == 0
     too_late = mine & (e < -late_limit_days)
     reason[too_late] = Reason.TOO_LATE.value
     detail[too_late] = _late_detail(event_day[too_late], day, f", over the limit of {late_limit_days} days")
     future = mine & (e > 0)
     reason[future] = Reason.FROM_THE_FUTURE.value
     detail[future] = _late_detail(event_day[future], day, "")
-    mine = orphan & owned & ~broken
+    mine = lines.orphan & ~broken
     reason[mine] = Reason.BEFORE_FIRST_PARTITION.value
     detail[mine] = _late_detail(event_day[mine], day, f", before the first partition {first_day}")
-    mine = broken & owned
-    reason[mine] = Reason.CONTRACT_BROKEN.value
+    reason[broken] = Reason.CONTRACT_BROKEN.value
     broken_text = np.array(
         [f"{s:.1%} of the lines delivered on {d} were rejected (limit {contract_break_share:.1%})"
          for d, s in zip(window, share, strict=True)],
         dtype=object,
     )  # fmt: skip
-    detail[mine] = broken_text[a[mine]]
+    detail[broken] = broken_text[a[broken]]
 
-    meta = lines[["source_file", "line_number", "delivery_day", "ingested_at"]]
-    candidates = np.flatnonzero(valid & owned & pd.isna(reason))
+    meta, values = lines.meta, lines.values
+    candidates = np.flatnonzero(valid & pd.isna(reason))
     candidates = candidates[np.argsort(_delivery_rank(meta)[candidates], kind="stable")]
     kept, duplicates, conflicts = _dedupe(values, candidates, meta)
     reason[conflicts.index] = Reason.CONFLICTING_RESEND.value
     detail[conflicts.index] = conflicts.to_numpy(object)
 
-    # The check's values are not needed after this: they move into the events column by column.
-    events = _events_frame(meta, values, kept, a[kept] - e[kept], rates, processed_at)
     flagged = np.flatnonzero(pd.notna(reason))
     flagged = flagged[np.argsort(_delivery_rank(meta.iloc[flagged]), kind="stable")]
     quarantine = _quarantine(meta.iloc[flagged], reason[flagged], detail[flagged], day, processed_at)
-    fields = check.unknown_fields
-    carried = fields.loc[owned[fields["row"].to_numpy()], "field"]
+    # The lines' values and meta are not needed after this: they move into the events column by column.
+    events = _events_frame(meta, values, kept, a[kept] - e[kept], rates, processed_at)
     return EventsResult(
         events=events,
         quarantine=quarantine,
         conservation=Conservation(
-            rows_in=int(owned.sum()),
+            rows_in=len(a),
             rows_out=len(events),
             quarantined=len(quarantine),
             dropped_by={"duplicate": duplicates},
         ),
-        new_fields={str(k): int(v) for k, v in carried.value_counts().sort_index().items()},
+        new_fields={str(k): int(v) for k, v in lines.fields.value_counts().sort_index().items()},
         rejected_share_by_delivery_day=shares,
         late_events=int((events["lateness_days"] > 0).sum()),
         lines_by_delivery_day={
             d: (int(rejected[k]), int(counts[k])) for k, d in enumerate(window) if counts[k]
         },
+    )
+
+
+@dataclass(frozen=True)
+class _OwnedLines:
+    """The lines of some raw rows that one partition owns, with what its build needs of them.
+
+    ``a``/``e``: days from the partition's day to the delivery / to the event (0 without a valid
+    event); ``reason``/``detail``: the contract's verdict; ``fields``: the unknown field names the
+    lines carry, once per line and name. ``counts``/``rejected`` count *every* line of the window
+    read (owned or not) per delivery day, for the delivery days' rejected shares.
+    """
+
+    meta: pd.DataFrame
+    values: pd.DataFrame
+    a: np.ndarray
+    e: np.ndarray
+    valid: np.ndarray
+    violation: np.ndarray
+    orphan: np.ndarray
+    event_day: np.ndarray
+    reason: pd.Series
+    detail: pd.Series
+    fields: pd.Series
+    counts: np.ndarray
+    rejected: np.ndarray
+
+    @staticmethod
+    def concat(parts: list[_OwnedLines]) -> _OwnedLines:
+        if len(parts) == 1:
+            return parts[0]
+
+        def frames(name: str) -> pd.DataFrame | pd.Series:
+            return pd.concat([getattr(p, name) for p in parts], ignore_index=True)
+
+        def arrays(name: str) -> np.ndarray:
+            return np.concatenate([getattr(p, name) for p in parts])
+
+        return _OwnedLines(
+            **{name: frames(name) for name in ("meta", "values", "reason", "detail", "fields")},
+            **{name: arrays(name) for name in ("a", "e", "valid", "violation", "orphan", "event_day")},
+            counts=sum(p.counts for p in parts),
+            rejected=sum(p.rejected for p in parts),
+        )
+
+
+def _owned_lines(
+    raw: pd.DataFrame,
+    day: dt.date,
+    window: list[str],
+    late_limit_days: int,
+    rates: Mapping[str, float],
+    first_day: dt.date | None,
+) -> _OwnedLines:
+    """Check ``raw``'s lines of the window against the contract and keep those ``day`` owns."""
+    if raw.empty and "delivery_day" not in raw.columns:
+        raw = empty_raw_events()  # no raw partition materialised yet: nothing delivered
+    # Positions instead of filtering, which would copy every payload.
+    in_window = raw["delivery_day"].isin(window).to_numpy()
+    lines = (raw if in_window.all() else raw.loc[in_window]).reset_index(drop=True)
+    delivery = pd.Categorical(lines["delivery_day"], categories=window)
+    a = delivery.codes.astype(np.int64)  # days from ``day`` to the delivery
+    parseable = lines["parse_error"].isna().to_numpy()
+    check = check_contract(lines["payload"], rates=rates)
+    violation = parseable & check.reason.notna().to_numpy()
+    valid = parseable & ~violation
+    counts = np.bincount(a, minlength=len(window))
+    rejected = np.bincount(a, weights=(~valid).astype(float), minlength=len(window)).astype(np.int64)
+
+    event_day = check.values["event_time"].dt.tz_localize(None).to_numpy().astype("datetime64[D]")
+    e = np.zeros(len(lines), np.int64)
+    e[valid] = (event_day[valid] - np.datetime64(day, "D")).astype(np.int64)
+    in_range = (a - late_limit_days <= e) & (e <= a)
+    orphan = np.zeros(len(lines), bool)  # valid, in time, but its day has no partition
+    if first_day is not None:
+        orphan = valid & in_range & (e < (first_day - day).days)
+    owned = parseable & (np.where(valid & in_range & ~orphan, e, a) == 0)
+    fields = check.unknown_fields
+    carried = fields.loc[owned[fields["row"].to_numpy()], "field"].reset_index(drop=True)
+    if owned.all():
+        position: np.ndarray | slice = slice(None)
+    else:
+        position = np.flatnonzero(owned)
+    return _OwnedLines(
+        meta=lines[_META].iloc[position].reset_index(drop=True),
+        values=check.values.iloc[position].reset_index(drop=True),
+        a=a[position],
+        e=e[position],
+        valid=valid[position],
+        violation=violation[position],
+        orphan=orphan[position],
+        event_day=event_day[position],
+        reason=check.reason.iloc[position].reset_index(drop=True),
+        detail=check.detail.iloc[position].reset_index(drop=True),
+        fields=carried,
+        counts=counts,
+        rejected=rejected,
     )
 
 
@@ -262,7 +356,7 @@ def _events_frame(
 ) -> pd.DataFrame:
     """The kept rows (positions in delivery order) as events, ordered by event time.
 
-    Columns of ``values`` are removed from it as they are taken: the values of every line and the
+    Columns of ``lines`` and ``values`` are removed from them as they are taken: the lines and the
     events, both about the size of the partition, are never held in full at the same time.
     """
     # stable: events at the same instant stay in delivery order, so a re-run gives the same frame
@@ -272,7 +366,7 @@ def _events_frame(
     for name in CONTRACT_VALUE_COLUMNS:
         columns[name] = values.pop(name).take(order).reset_index(drop=True)
     for name in ("source_file", "line_number", "delivery_day", "ingested_at"):
-        columns[name] = lines[name].take(order).reset_index(drop=True)
+        columns[name] = lines.pop(name).take(order).reset_index(drop=True)
     rate = columns["currency"].map(dict(rates)).astype("float64")
     columns["amount_eur"] = columns["amount"] * rate
     columns["processed_at"] = pd.Series(pd.Timestamp(processed_at).tz_convert("UTC"), index=rate.index)

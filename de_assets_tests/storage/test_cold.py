@@ -16,6 +16,7 @@ import pytest
 from de_assets.security.identifiers import UnsafeNameError
 from de_assets.storage import cold
 from de_assets.storage.cold import ColdStore, ColdTierIOManager
+from de_assets.storage.io_manager import BATCH_ROWS, COLUMNS, PartitionBatches
 from de_assets.storage.tier import (
     IncompatibleSchemaError,
     PartitionNotFoundError,
@@ -513,3 +514,78 @@ def test_io_manager_on_an_fsspec_url(memory_folder: str) -> None:
     assert result.success
     got = ColdStore(root).read(TableRef("default", "events", "day"), ["2024-01-02"])
     pd.testing.assert_frame_equal(got, orders(0, 2))
+
+
+# --- opt-in input metadata: a subset of columns, batches ----------------------------------------
+
+
+def test_load_of_some_columns_equals_the_full_load_restricted(store: ColdStore) -> None:
+    store.write(DAILY, {"2024-01-01": orders(0, 5), "2024-01-02": orders(5, 4, "2024-01-02")})
+    keys = ["2024-01-01", "2024-01-02", "2024-01-03"]
+    states, some = store.load(DAILY, keys, columns=["placed_at", "order_id"])
+    full = store.read(DAILY, keys)
+    pd.testing.assert_frame_equal(some, full[["placed_at", "order_id"]])
+    assert states["2024-01-03"] is PartitionState.MISSING
+    assert list(store.load(DAILY, ["2024-01-03"], columns=["coupon"])[1].columns) == ["coupon"]
+    with pytest.raises(Exception, match="nope"):
+        store.load(DAILY, keys, columns=["nope"])
+
+
+def test_batches_of_a_partition_equal_its_read(store: ColdStore) -> None:
+    store.write(DAILY, {"2024-01-01": orders(0, 7)})
+    batches = list(store.batches(DAILY, "2024-01-01", 3, columns=["customer", "coupon", "placed_at"]))
+    assert [len(b) for b in batches] == [3, 3, 1]
+    whole = store.read(DAILY, ["2024-01-01"])[["customer", "coupon", "placed_at"]]
+    pd.testing.assert_frame_equal(pd.concat(batches, ignore_index=True), whole)
+    assert list(store.batches(DAILY, "2024-01-09", 3)) == []
+
+
+def batch_reader(metadata: dict, seen: list) -> dg.AssetsDefinition:
+    @dg.asset(
+        key_prefix="serving",
+        partitions_def=PARTITIONS,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        metadata={"partition_column": "event_date"},
+        ins={"events": dg.AssetIn(key=["ingestion", "events"], metadata=metadata)},
+    )
+    def daily(context: dg.AssetExecutionContext, events: PartitionBatches) -> pd.DataFrame:
+        seen.append(events.keys)
+        for key in context.partition_keys:
+            seen.append([(key, b) for b in events.batches([key])])
+        whole = pd.concat(list(events), ignore_index=True)
+        counts = whole.groupby("event_date").size()
+        return pd.DataFrame({"event_date": counts.index, "rows": counts.to_numpy(), "seen": len(whole)})
+
+    return daily
+
+
+def test_an_input_asking_for_batches_gets_each_partition_in_frames_of_its_columns(tmp_path: Path) -> None:
+    events, _ = range_assets()
+    assert run([events], tmp_path, tags=RANGE_TAGS).success
+    seen: list = []
+    reader = batch_reader({COLUMNS: ["event_date", "order_id"], BATCH_ROWS: 2}, seen)
+    result = run([events, reader], tmp_path, tags=RANGE_TAGS, selection=[reader])
+    assert result.success
+    assert seen[0] == list(ROWS_PER_DAY)
+    store = ColdStore(str(tmp_path))
+    for key, batches in zip(ROWS_PER_DAY, seen[1:], strict=True):
+        assert all(len(b) <= 2 for _, b in batches)
+        assert all(k == key for k, _ in batches)
+        expected = store.read(TableRef("ingestion", "events", "day"), [key])[["event_date", "order_id"]]
+        got = pd.concat([b for _, b in batches], ignore_index=True) if batches else expected.iloc[:0]
+        pd.testing.assert_frame_equal(got, expected)
+    summary = store.read(TableRef("serving", "daily", "day"), list(ROWS_PER_DAY))
+    assert summary["seen"].tolist() == [5, 5]
+
+
+def test_batches_of_missing_partitions_follow_allow_missing(tmp_path: Path) -> None:
+    events, _ = range_assets()
+    assert run([events], tmp_path, partition_key="2024-01-01").success
+    seen: list = []
+    strict = batch_reader({BATCH_ROWS: 10}, seen)
+    failed = run([events, strict], tmp_path, tags=RANGE_TAGS, selection=[strict], raise_on_error=False)
+    assert not failed.success
+    assert "never materialised" in str(failed.get_step_failure_events()[0].step_failure_data.error)
+    lenient = batch_reader({BATCH_ROWS: 10, "allow_missing_partitions": True}, seen)
+    assert run([events, lenient], tmp_path, tags=RANGE_TAGS, selection=[lenient]).success
+    assert seen[-4] == ["2024-01-01"]

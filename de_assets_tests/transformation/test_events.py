@@ -360,3 +360,69 @@ def test_nothing_ingested_yet_gives_an_empty_partition():
     assert has_layout(result.events, EVENT_COLUMNS)
     assert result.quarantine.empty
     assert result.conservation.rows_in == 0
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(deliveries(), st.integers(1, 7), st.randoms(use_true_random=False))
+def test_batches_of_lines_in_any_order_give_the_same_partitions(scenario, size, random):
+    limit, share, lines = scenario
+    files: dict[tuple[dt.date, int], list] = {}
+    for day, file, _, _, value in lines:
+        files.setdefault((BASE + dt.timedelta(days=day), file), []).append(value)
+    raw = raw_of(files, {(BASE + dt.timedelta(days=d), f): h for d, f, h, _, _ in lines})
+    batches = [raw.iloc[start : start + size] for start in range(0, len(raw), size)]
+    random.shuffle(batches)
+    for offset in range(-1, 8):
+        day = BASE + dt.timedelta(days=offset)
+        whole = build(raw, day, limit=limit, share=share)
+        batched = build_events(
+            iter(batches),
+            day,
+            late_limit_days=limit,
+            rates=RATES,
+            contract_break_share=share,
+            processed_at=PROCESSED,
+        )
+        pd.testing.assert_frame_equal(batched.events, whole.events)
+        pd.testing.assert_frame_equal(batched.quarantine, whole.quarantine)
+        assert batched.conservation == whole.conservation
+        assert batched.new_fields == whole.new_fields
+        assert batched.lines_by_delivery_day == whole.lines_by_delivery_day
+        assert batched.rejected_share_by_delivery_day == whole.rejected_share_by_delivery_day
+        assert batched.late_events == whole.late_events
+
+
+def test_batches_of_simulated_days_give_the_same_partition_as_one_frame():
+    first = dt.date(2024, 5, 1)
+    frames = []
+    for k in range(3):
+        traffic = generate_clickstream_day(
+            first + dt.timedelta(days=k),
+            seed=11,
+            events_per_day=400,
+            customer_ids=np.arange(1, 50),
+            schema_drift_day=first + dt.timedelta(days=1),
+        )
+        frames += [parse_file(name, data, ingested_at=PROCESSED) for name, data in traffic.files.items()]
+    raw = assemble_partition(None, frames)
+    options = {"late_limit_days": 3, "rates": RATES, "contract_break_share": 0.05, "processed_at": PROCESSED}
+    whole = build_events(raw, first, first_day=first, **options)
+    batched = build_events(
+        (raw.iloc[i : i + 97] for i in range(0, len(raw), 97)), first, first_day=first, **options
+    )
+    assert len(whole.events) > 300
+    assert len(whole.quarantine) > 0
+    pd.testing.assert_frame_equal(batched.events, whole.events)
+    pd.testing.assert_frame_equal(batched.quarantine, whole.quarantine)
+    assert batched.conservation == whole.conservation
+    assert batched.new_fields == whole.new_fields
+
+
+def test_no_batches_at_all_give_empty_frames_with_the_layout():
+    result = build_events(
+        iter([]), DAY, late_limit_days=3, rates=RATES, contract_break_share=0.5, processed_at=PROCESSED
+    )
+    assert has_layout(result.events, EVENT_COLUMNS)
+    assert result.events.empty
+    assert result.quarantine.empty
+    assert result.conservation.rows_in == 0
