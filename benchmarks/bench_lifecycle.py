@@ -411,9 +411,10 @@ def plain_capture(
 def plain_raw_events(writer: Writer, settings: Settings, day: dt.date) -> tuple[pd.DataFrame, pd.DataFrame]:
     partition = day.isoformat()
     landing = Path(settings.landing_dir.value)
-    files = {
-        p.name: p.read_bytes() for p in sorted(landing.glob("clickstream_*")) if delivery_day(p.name) == day
-    }
+    # Read one at a time as they are parsed, as the asset does.
+    files = (
+        (p.name, p.read_bytes()) for p in sorted(landing.glob("clickstream_*")) if delivery_day(p.name) == day
+    )
     now = _now()
     frames = [capture_day(writer.read_cold(RAW_EVENTS, partition), files, now=now).frame]
     rejects = [parse_rejects(frames[0], partition=partition, detected_at=now)]

@@ -207,11 +207,11 @@ def _shop_capture_asset(
 
 def _landed_files(
     context: dg.AssetExecutionContext, landing: LandingFolderResource, day: dt.date
-) -> dict[str, bytes]:
-    """The day's deliveries by file name; refused entries (odd names, symbolic links, anything that is
-    not a plain file inside the folder) are logged and never read, whatever a sensor decided."""
+) -> Iterator[tuple[str, bytes]]:
+    """The day's deliveries as (name, content), each file read only when the previous one is parsed;
+    refused entries (odd names, symbolic links, anything that is not a plain file inside the folder)
+    are logged and never read, whatever a sensor decided."""
     folder = landing.folder()
-    files = {}
     for entry in folder.list("clickstream_"):
         if delivery_day(entry.name) != day:
             continue
@@ -219,10 +219,12 @@ def _landed_files(
             context.log.warning(f"skipping landed file {entry.name!r}: {entry.refused}")
             continue
         try:
-            files[entry.name] = folder.read(entry.name)
+            data = folder.read(entry.name)
         except UnsafeNameError as error:  # swapped for a link (or worse) since it was listed
             context.log.warning(f"skipping landed file: {error}")
-    return files
+            continue
+        yield entry.name, data
+        del data  # not kept while the next file is read
 
 
 def _raw_events_assets(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:

@@ -19,7 +19,7 @@ import datetime as dt
 import hashlib
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -213,24 +213,33 @@ class DayCapture:
     empty_files: int
 
 
+def _one_by_one(files: dict[str, bytes] | Iterable[tuple[str, bytes]]) -> Iterator[tuple[str, bytes]]:
+    """(name, content) pairs; a dict is emptied as it goes, so each content can be freed once parsed."""
+    if isinstance(files, dict):
+        while files:
+            name = next(iter(files))
+            yield name, files.pop(name)
+    else:
+        yield from files
+
+
 def capture_day(
     previous: pd.DataFrame | None,
-    files: dict[str, bytes],
+    files: dict[str, bytes] | Iterable[tuple[str, bytes]],
     *,
     now: dt.datetime,
     chunk_bytes: int = CHUNK_BYTES,
 ) -> DayCapture:
-    """The raw rows of a delivery day from its landed files (name → content); empties ``files``.
+    """The raw rows of a delivery day from its landed files: name → content (emptied as it is read),
+    or (name, content) pairs read lazily, one file in memory at a time.
 
-    New and rewritten files are stamped ``now``; others keep their first arrival. Each file is taken
-    out of ``files`` as it is parsed, so its bytes are freed while its rows are added: a day's files
-    and their rows are never held in full at the same time.
+    New and rewritten files are stamped ``now``; others keep their first arrival. Each file's bytes
+    are freed once it is parsed, while its rows are added: a day's files and their rows are never held
+    in full at the same time.
     """
     known = first_arrivals(previous)
     parsed, new, empty = [], 0, 0
-    while files:
-        name = next(iter(files))
-        data = files.pop(name)
+    for name, data in _one_by_one(files):
         digest = hashlib.sha256(data).hexdigest()
         arrived = known.get((name, digest))
         new += arrived is None

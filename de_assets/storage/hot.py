@@ -100,6 +100,19 @@ def _conform(data: pa.Table, declared: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=declared)
 
 
+def _subset(declared: pa.Schema, columns: Sequence[str], table: TableRef) -> pa.Schema:
+    """The declared schema of ``columns`` only, with the pandas metadata (dtypes) of those columns."""
+    unknown = [name for name in columns if declared.get_field_index(name) < 0]
+    if unknown:
+        raise KeyError(f"{table.qualified_name} has no column {', '.join(map(repr, unknown))}")
+    metadata = dict(declared.metadata or {})
+    if b"pandas" in metadata:
+        pandas = json.loads(metadata[b"pandas"])
+        pandas["columns"] = [c for c in pandas.get("columns", []) if c.get("field_name") in set(columns)]
+        metadata[b"pandas"] = json.dumps(pandas).encode()
+    return pa.schema([declared.field(name) for name in columns], metadata=metadata)
+
+
 def _incoming(frame: pd.DataFrame) -> pa.Table:
     names = safe_column_names(frame.columns)
     if KEY_COLUMN.lower() in (n.lower() for n in names):
@@ -360,13 +373,14 @@ class HotStore(TierStore):
             return self._read(session, table, checked)
 
     def load(
-        self, table: TableRef, keys: Sequence[PartitionKey]
+        self, table: TableRef, keys: Sequence[PartitionKey], columns: Sequence[str] | None = None
     ) -> tuple[dict[PartitionKey, PartitionState], pd.DataFrame]:
+        """``columns``: read only these (default all); the database sends nothing else."""
         checked = [table.check_key(k) for k in keys]
         with self._session() as session:
             states = self._states(session, table, checked)
             present = [k for k in checked if states[k] is PartitionState.PRESENT]
-            return states, self._read(session, table, present)
+            return states, self._read(session, table, present, columns)
 
     @staticmethod
     def _states(
@@ -385,17 +399,24 @@ class HotStore(TierStore):
         found = dict(rows)
         return {k: PartitionState(found.get(k or _WHOLE_TABLE, PartitionState.MISSING)) for k in keys}
 
-    def _read(self, session: _Session, table: TableRef, keys: Sequence[PartitionKey]) -> pd.DataFrame:
+    def _read(
+        self,
+        session: _Session,
+        table: TableRef,
+        keys: Sequence[PartitionKey],
+        columns: Sequence[str] | None = None,
+    ) -> pd.DataFrame:
         declared = session.declared(table)
         if declared is None:
             return pd.DataFrame()
-        plain = declared.remove_metadata()
         target = session.definition(table, declared)
+        wanted = declared if columns is None else _subset(declared, columns, table)
+        plain = wanted.remove_metadata()
         parts = [
-            _conform(self._dialect.select(session.conn, target, plain, key), declared)
+            _conform(self._dialect.select(session.conn, target, plain, key), wanted)
             for key in dict.fromkeys(keys)
         ]
-        return (pa.concat_tables(parts) if parts else declared.empty_table()).to_pandas()
+        return (pa.concat_tables(parts) if parts else wanted.empty_table()).to_pandas()
 
     def lookup(
         self, table: TableRef, column: str, values: Sequence[object], columns: Sequence[str]
@@ -463,6 +484,12 @@ class HotTierIOManager(RedactedRepr, TierIOManager):
     url: str
     lock_timeout_seconds: float = 60.0
     cold_root: str = ""
+
+    def load_columns(
+        self, store: TierStore, table: TableRef, keys: Sequence[PartitionKey], columns: Sequence[str] | None
+    ) -> tuple[dict[PartitionKey, PartitionState], pd.DataFrame]:
+        # Both stores this manager builds read only the columns asked for.
+        return store.load(table, keys, columns)  # type: ignore[call-arg]
 
     def build_store(self) -> TierStore:
         hot = HotStore(self.url, lock_timeout_seconds=self.lock_timeout_seconds)

@@ -73,12 +73,16 @@ class TieredStore:
         return self.hot.maintain()
 
     def _with_tiered(
-        self, table: TableRef, states: dict[PartitionKey, PartitionState], frame: pd.DataFrame
+        self,
+        table: TableRef,
+        states: dict[PartitionKey, PartitionState],
+        frame: pd.DataFrame,
+        columns: Sequence[str] | None = None,
     ) -> tuple[dict[PartitionKey, PartitionState], pd.DataFrame]:
         tiered = [key for key, state in states.items() if state is PartitionState.TIERED]
         if not tiered:
             return states, frame
-        cold_states, cold_frame = self.cold.load(table, tiered)
+        cold_states, cold_frame = self.cold.load(table, tiered, columns)
         lost = [key for key in tiered if cold_states[key] is not PartitionState.PRESENT]
         if lost:
             raise TieringError(
@@ -91,10 +95,10 @@ class TieredStore:
         return merged, pd.concat(parts, ignore_index=True) if len(parts) > 1 else (parts or [frame])[0]
 
     def load(
-        self, table: TableRef, keys: Sequence[PartitionKey]
+        self, table: TableRef, keys: Sequence[PartitionKey], columns: Sequence[str] | None = None
     ) -> tuple[dict[PartitionKey, PartitionState], pd.DataFrame]:
-        states, frame = self.hot.load(table, keys)
-        return self._with_tiered(table, states, frame)
+        states, frame = self.hot.load(table, keys, columns)
+        return self._with_tiered(table, states, frame, columns)
 
     def read(self, table: TableRef, keys: Sequence[PartitionKey]) -> pd.DataFrame:
         return self.load(table, keys)[1]

@@ -35,8 +35,9 @@ SESSION_COLUMNS: dict[str, str] = {
 
 # Two fixed 16-character SipHash keys: 128 bits keep collisions out of reach for any realistic volume.
 _HASH_KEYS = ("de_assets:sess:1", "de_assets:sess:2")
-# The event columns a session is built from.
+# The event columns a session is built from; with the id (a sort key) all :func:`sessionise` reads.
 _USED = ["customer_id", "session_id", "event_time", "event_type", "amount_eur", "device"]
+EVENT_COLUMNS_USED = ["event_id", *_USED]
 
 
 @dataclass(frozen=True)

@@ -141,7 +141,7 @@ def test_ingestion_reads_only_the_plain_files_and_logs_the_rest(root, secret, ca
     (root / "clickstream_2024-03-02_0 4.jsonl").write_bytes(b"{}\n")
     (root / "clickstream_2024-03-03_01.jsonl").write_bytes(b"{}\n")  # another day
     context = dg.build_asset_context()
-    files = _landed_files(context, LandingFolderResource(root=str(root)), DAY)
+    files = dict(_landed_files(context, LandingFolderResource(root=str(root)), DAY))
     assert files == {PLAIN: b'{"event_id": "a"}\n'}
     log = capfd.readouterr().err
     assert re.search(rf"WARNING.*skipping landed file '{LINKED}': a symbolic link", log)

@@ -268,9 +268,13 @@ def test_capture_day_gives_the_rows_of_parsing_the_files_together_and_empties_th
     expected = assemble_partition(
         previous, [parse(data, name=name, at=arrived[name] or LATER) for name, data in files.items()]
     )
+    pairs = list(files.items())
     capture = capture_day(previous, files, now=LATER, chunk_bytes=3)
     pd.testing.assert_frame_equal(capture.frame, expected, check_exact=True)
     assert files == {}  # each file's bytes were released once parsed
+    # Files read lazily, one at a time (as ingestion reads the landing folder), give the same rows.
+    lazily = capture_day(previous, (pair for pair in pairs), now=LATER, chunk_bytes=3)
+    pd.testing.assert_frame_equal(lazily.frame, expected, check_exact=True)
     assert (capture.files, capture.new_or_rewritten_files, capture.empty_files) == (4, 3, 1)
     assert capture.frame["source_file"].tolist() == [
         "clickstream_2024-01-03_01.jsonl",  # first arrival kept

@@ -184,3 +184,16 @@ def test_the_lifecycle_keeps_working_after_tiering_and_a_backfill_moves_partitio
 
 def _no_data(cold: ColdStore, table: TableRef, day: str) -> bool:
     return cold.states(table, [day])[day] is not PartitionState.PRESENT
+
+
+def test_a_column_subset_reads_the_same_values_from_either_tier(stores):
+    hot, cold, tiered, days = stores
+    whole = tiered.read(TABLE, days)
+    move_to_cold(hot, cold, TABLE, "2026-11-01")
+    _, subset = tiered.load(TABLE, days, ["at", "thing_id"])
+    assert list(subset.columns) == ["at", "thing_id"]
+    pd.testing.assert_frame_equal(subset, whole[["at", "thing_id"]])
+    _, hot_only = hot.load(TABLE, ["2026-11-02"], ["label"])
+    assert hot_only["label"].dtype == whole["label"].dtype
+    with pytest.raises(KeyError, match="no column"):
+        hot.load(TABLE, ["2026-11-02"], ["nope"])
