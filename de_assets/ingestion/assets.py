@@ -31,7 +31,7 @@ from de_assets.security.identifiers import UnsafeNameError
 from de_assets.security.resources import PiiKeyResource
 from de_assets.settings import COLD
 from de_assets.storage.cold import ColdStore
-from de_assets.storage.io_manager import PARTITION_COLUMN, TierIOManager
+from de_assets.storage.io_manager import PARTITION_COLUMN, TierIOManager, concat_days
 from de_assets.storage.tier import PartitionState, TableRef
 from de_assets.transformation.quarantine import empty_quarantine
 
@@ -196,7 +196,7 @@ def _shop_capture_asset(
                     },
                     partition_key=partition,
                 )
-        output = pd.concat(frames, ignore_index=True)
+        output = concat_days(frames)
         check = pandera_check_result(model, output, check_name=spec.name, asset_key=key)
         yield check
         if check.passed:
@@ -300,7 +300,7 @@ def _raw_events_assets(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefi
                 asset_key=RAW_EVENTS,
                 partition_key=partition,
             )
-        output = pd.concat(frames, ignore_index=True)
+        output = concat_days(frames)
         rejected_all = pd.concat([r for r in rejects if len(r)] or [empty_quarantine()], ignore_index=True)
         checks = [
             pandera_check_result(RawEventsModel, output, check_name=spec.name, asset_key=RAW_EVENTS),

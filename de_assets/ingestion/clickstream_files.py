@@ -283,7 +283,10 @@ def empty_raw_events() -> pd.DataFrame:
 
 def parse_rejects(raw: pd.DataFrame, *, partition: str, detected_at: dt.datetime) -> pd.DataFrame:
     """Quarantine rows for the raw lines that could not be parsed (they stay in the raw zone)."""
-    bad = raw[raw["parse_error"].notna()]
+    # Only the columns the records need: filtering the whole frame would copy every payload (the
+    # Arrow-backed text columns are combined into one chunk before a filter).
+    needed = ["parse_error", "parse_detail", "delivery_day", "source_file", "line_number"]
+    bad = raw[needed].take(np.flatnonzero(raw["parse_error"].notna().to_numpy()))
     if bad.empty:
         return empty_quarantine()
     return quarantine_frame(

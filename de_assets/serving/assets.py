@@ -44,7 +44,7 @@ from de_assets.serving.resources import ReportsResource, SegmentsDatabaseResourc
 from de_assets.serving.reverse_etl import SEGMENTS_TABLE, SYNCS_TABLE, SyncResult, sync_segments
 from de_assets.serving.segments import SEGMENTS, assign_segments
 from de_assets.settings import HOT
-from de_assets.storage.io_manager import ALLOW_MISSING_PARTITIONS, PARTITION_COLUMN
+from de_assets.storage.io_manager import ALLOW_MISSING_PARTITIONS, PARTITION_COLUMN, concat_days
 from de_assets.transformation.assets import CUSTOMERS, EVENTS, ORDERS, SESSIONS
 from de_assets.transformation.reference import rates_to_eur
 
@@ -171,7 +171,7 @@ def _daily_kpis_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefin
             conservation[partition] = Conservation(
                 rows_in=len(day_orders) + len(day_sessions) + len(day_events), rows_out=counted, quarantined=0
             )
-        table = pd.concat(frames, ignore_index=True)
+        table = concat_days(frames)
         checks = _blocking_checks(DAILY_KPIS, DailyKpisModel, table, conservation)
         yield from checks
         if not all(check.passed for check in checks):
@@ -282,7 +282,7 @@ def _customer_features_asset(
                 asset_key=CUSTOMER_FEATURES,
                 partition_key=partition,
             )
-        table = pd.concat(frames, ignore_index=True)
+        table = concat_days(frames)
         pandera = pandera_check_result(
             CustomerFeaturesModel,
             table,

@@ -138,6 +138,14 @@ class PartitionBatches:
                 yield from self._read(key)
 
 
+def concat_days(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """The frames of a run's days as one output; a single day's frame is returned as it is, since
+    ``pd.concat`` would copy every column of it (hundreds of MB for a day of raw clickstream)."""
+    if len(frames) == 1:
+        return frames[0].reset_index(drop=True)
+    return pd.concat(frames, ignore_index=True)
+
+
 def _current_asset_context() -> dg.AssetExecutionContext | None:
     try:
         context = dg.AssetExecutionContext.get()

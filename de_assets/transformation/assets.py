@@ -49,6 +49,7 @@ from de_assets.storage.io_manager import (
     COLUMNS,
     PARTITION_COLUMN,
     PartitionBatches,
+    concat_days,
 )
 from de_assets.transformation.customers import build_customers
 from de_assets.transformation.events import RAW_BATCH_LINES, RAW_COLUMNS_USED, build_events
@@ -131,7 +132,7 @@ class _StepOutputs:
     conservation: dict[str, Conservation]
 
     def table(self) -> pd.DataFrame:
-        return pd.concat(self.frames, ignore_index=True)
+        return concat_days(self.frames)
 
     def quarantine(self) -> pd.DataFrame:
         return pd.concat([r for r in self.rejects if len(r)] or [empty_quarantine()], ignore_index=True)
@@ -478,7 +479,7 @@ def _sessions_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinit
             frames.append(result.sessions)
             conservation[partition] = result.conservation
             _record(context, SESSIONS, partition, result.conservation.as_metadata())
-        table = pd.concat(frames, ignore_index=True)
+        table = concat_days(frames)
         checks, passed = _audit(
             context,
             SESSIONS,
