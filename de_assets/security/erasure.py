@@ -61,8 +61,7 @@ def suppression_list(cold: ColdStore) -> frozenset[str]:
 
 def suppress(cold: ColdStore, token: str, now: dt.datetime) -> None:
     """Add ``token`` to the suppression list (idempotent)."""
-    states, frame = cold.load(SUPPRESSION_LIST, [None])
-    if states[None] is PartitionState.PRESENT and token in set(frame["customer_token"]):
+    if token in suppression_list(cold):
         return
     row = pd.DataFrame(
         {
@@ -70,10 +69,14 @@ def suppress(cold: ColdStore, token: str, now: dt.datetime) -> None:
             "suppressed_at": pd.Series([now], dtype="datetime64[us, UTC]"),
         }
     )
+    _append(cold, SUPPRESSION_LIST, row)
+
+
+def _append(cold: ColdStore, table: TableRef, rows: pd.DataFrame) -> None:
+    """Add ``rows`` to a small unpartitioned cold table (rewritten whole, atomically)."""
+    states, frame = cold.load(table, [None])
     kept = frame if states[None] is PartitionState.PRESENT and len(frame) else None
-    cold.write(
-        SUPPRESSION_LIST, {None: pd.concat([f for f in (kept, row) if f is not None], ignore_index=True)}
-    )
+    cold.write(table, {None: pd.concat([f for f in (kept, rows) if f is not None], ignore_index=True)})
 
 
 def payload_customer_ids(payload: pd.Series) -> pd.Series:
@@ -343,9 +346,7 @@ def _log(cold: ColdStore, record: ErasureRecord) -> None:
             "erased": pd.Series([json.dumps([asdict(item) for item in record.erased])], dtype="str"),
         }
     )
-    states, frame = cold.load(ERASURE_LOG, [None])
-    kept = frame if states[None] is PartitionState.PRESENT and len(frame) else None
-    cold.write(ERASURE_LOG, {None: pd.concat([f for f in (kept, entry) if f is not None], ignore_index=True)})
+    _append(cold, ERASURE_LOG, entry)
 
 
 def erasure_log(cold: ColdStore) -> pd.DataFrame:

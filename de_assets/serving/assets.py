@@ -44,7 +44,7 @@ from de_assets.serving.resources import ReportsResource, SegmentsDatabaseResourc
 from de_assets.serving.reverse_etl import SEGMENTS_TABLE, SYNCS_TABLE, SyncResult, sync_segments
 from de_assets.serving.segments import SEGMENTS, assign_segments
 from de_assets.settings import HOT
-from de_assets.storage.io_manager import ALLOW_MISSING_PARTITIONS, PARTITION_COLUMN, concat_days
+from de_assets.storage.io_manager import PARTITION_COLUMN, concat_days, days_in
 from de_assets.transformation.assets import CUSTOMERS, EVENTS, ORDERS, SESSIONS
 from de_assets.transformation.reference import rates_to_eur
 
@@ -71,17 +71,6 @@ def _daily_step(partitions_def: dg.PartitionsDefinition) -> dict[str, object]:
         "backfill_policy": dg.BackfillPolicy.single_run(),
         "pool": HOT_TIER_POOL,
     }
-
-
-def _window_in(key: dg.AssetKey, days_before: int) -> dg.AssetIn:
-    """Partition D reads upstream D-days_before..D; days not materialised (yet) read as empty."""
-    return dg.AssetIn(
-        key=key,
-        partition_mapping=dg.TimeWindowPartitionMapping(
-            start_offset=-days_before, end_offset=0, allow_nonexistent_upstream_partitions=True
-        ),
-        metadata={ALLOW_MISSING_PARTITIONS: True},
-    )
 
 
 def _on_day(frame: pd.DataFrame, column: str, day: dt.date) -> pd.DataFrame:
@@ -112,7 +101,7 @@ def _daily_kpis_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefin
     @dg.asset(
         key=DAILY_KPIS,
         ins={
-            name: _window_in(key, 0)
+            name: days_in(key)
             for name, key in (("orders", ORDERS), ("sessions", SESSIONS), ("events", EVENTS))
         },
         deps=[_CUSTOMER_DIMENSION],  # countries, looked up by customer id
@@ -222,12 +211,12 @@ def _customer_features_asset(
     @dg.asset(
         key=CUSTOMER_FEATURES,
         ins={
-            "orders": _window_in(ORDERS, ORDER_DAYS),
+            "orders": days_in(ORDERS, before=ORDER_DAYS),
             # Creation days whose look-ahead is still open at D are rebuilt from these windows.
-            "raw_orders": _window_in(RAW_ORDERS, max(order_lookahead_days - 1, 0)),
-            "raw_customers": _window_in(RAW_CUSTOMERS, NEW_ACCOUNT_DAYS),
-            "events": _window_in(EVENTS, VISIT_DAYS),
-            "sessions": _window_in(SESSIONS, VISIT_DAYS),
+            "raw_orders": days_in(RAW_ORDERS, before=max(order_lookahead_days - 1, 0)),
+            "raw_customers": days_in(RAW_CUSTOMERS, before=NEW_ACCOUNT_DAYS),
+            "events": days_in(EVENTS, before=VISIT_DAYS),
+            "sessions": days_in(SESSIONS, before=VISIT_DAYS),
         },
         **_daily_step(partitions_def),
         io_manager_key=HOT,
@@ -302,7 +291,7 @@ def _customer_features_asset(
 def _customer_segments_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     @dg.asset(
         key=CUSTOMER_SEGMENTS,
-        ins={"features": _window_in(CUSTOMER_FEATURES, 0)},
+        ins={"features": days_in(CUSTOMER_FEATURES)},
         # Customer ids are resolved by token in transformation/customers, whatever day they signed up.
         deps=[_CUSTOMER_DIMENSION],
         **_daily_step(partitions_def),

@@ -14,10 +14,9 @@ from pydantic import Field
 
 from de_assets.security.redaction import RedactedRepr
 from de_assets.serving.reverse_etl import segments_writer, shop_database_exists
-from de_assets.storage.cold import ColdStore
 from de_assets.storage.hot import HotStore
 from de_assets.storage.tier import PartitionState, TableRef
-from de_assets.storage.tiering import TieredStore
+from de_assets.storage.tiering import TieredStore, hot_store
 
 
 class WarehouseResource(RedactedRepr, dg.ConfigurableResource):
@@ -30,8 +29,7 @@ class WarehouseResource(RedactedRepr, dg.ConfigurableResource):
     cold_root: str = Field(default="", description="Cold tier root, where old hot partitions are moved")
 
     def _store(self) -> HotStore | TieredStore:
-        hot = HotStore(self.url)
-        return TieredStore(hot, ColdStore(self.cold_root)) if self.cold_root else hot
+        return hot_store(self.url, self.cold_root)
 
     def lookup(
         self, key: dg.AssetKey, column: str, values: Sequence[object], columns: Sequence[str]

@@ -492,11 +492,7 @@ class HotTierIOManager(RedactedRepr, TierIOManager):
         return store.load(table, keys, columns)  # type: ignore[call-arg]
 
     def build_store(self) -> TierStore:
-        hot = HotStore(self.url, lock_timeout_seconds=self.lock_timeout_seconds)
-        if not self.cold_root:
-            return hot
         # Imported here: the tiering module builds on this one.
-        from de_assets.storage.cold import ColdStore
-        from de_assets.storage.tiering import TieredStore
+        from de_assets.storage.tiering import hot_store
 
-        return TieredStore(hot, ColdStore(self.cold_root))
+        return hot_store(self.url, self.cold_root, self.lock_timeout_seconds)

@@ -116,6 +116,27 @@ def split_by_partition(
     }
 
 
+def days_in(
+    key: dg.AssetKey,
+    *,
+    before: int = 0,
+    after: int = 0,
+    metadata: Mapping[str, object] | None = None,
+) -> dg.AssetIn:
+    """An input of daily partition D reading upstream D-before..D+after; days not materialised (yet)
+    read as empty. ``metadata``: more for the IO manager (``COLUMNS``, ``BATCH_ROWS``)."""
+    mapping = (
+        None
+        if before == after == 0
+        else dg.TimeWindowPartitionMapping(
+            start_offset=-before, end_offset=after, allow_nonexistent_upstream_partitions=True
+        )
+    )
+    return dg.AssetIn(
+        key=key, partition_mapping=mapping, metadata={ALLOW_MISSING_PARTITIONS: True, **(metadata or {})}
+    )
+
+
 class PartitionBatches:
     """An input read lazily: the present partitions, each as frames of at most ``rows`` rows.
 

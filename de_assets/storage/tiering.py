@@ -133,10 +133,17 @@ class TieredStore:
         tiered = [k for k, s in self.hot.partitions(table).items() if s is PartitionState.TIERED]
         if not tiered:
             return found
-        cold = self.cold.read(table, tiered)
-        cold = cold.loc[cold[column].isin(list(values)), list(dict.fromkeys(columns))]
+        wanted = list(dict.fromkeys(columns))
+        _, cold = self.cold.load(table, tiered, list(dict.fromkeys([column, *wanted])))
+        cold = cold.loc[cold[column].isin(list(values)), wanted]
         parts = [f for f in (cold, found) if len(f)]
         return pd.concat(parts, ignore_index=True) if parts else found
+
+
+def hot_store(url: str, cold_root: str = "", lock_timeout_seconds: float = 60.0) -> HotStore | TieredStore:
+    """The hot tier at ``url``; with ``cold_root``, reading through to partitions moved there."""
+    hot = HotStore(url, lock_timeout_seconds=lock_timeout_seconds)
+    return TieredStore(hot, ColdStore(cold_root)) if cold_root else hot
 
 
 def move_to_cold(hot: HotStore, cold: ColdStore, table: TableRef, key: str) -> Moved:
@@ -171,10 +178,9 @@ def drop_stale_cold_copies(
     """Delete cold copies of partitions the hot tier holds again (rewritten after they were tiered)."""
     dropped = []
     for table in tables:
-        cold_states = cold.partitions(table)
-        candidates = [k for k, s in cold_states.items() if s is PartitionState.PRESENT]
-        if keys is not None:
-            candidates = [k for k in candidates if k in set(keys)]
+        # Given keys (after every hot write), only their folders are looked at, not the whole table.
+        cold_states = cold.partitions(table) if keys is None else cold.states(table, list(keys))
+        candidates = [str(k) for k, s in cold_states.items() if s is PartitionState.PRESENT]
         if not candidates:
             continue
         hot_states = hot.states(table, candidates)

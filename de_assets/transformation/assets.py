@@ -44,12 +44,12 @@ from de_assets.quality.models import (
 from de_assets.security.resources import PiiKeyResource
 from de_assets.settings import COLD, HOT
 from de_assets.storage.io_manager import (
-    ALLOW_MISSING_PARTITIONS,
     BATCH_ROWS,
     COLUMNS,
     PARTITION_COLUMN,
     PartitionBatches,
     concat_days,
+    days_in,
 )
 from de_assets.transformation.customers import build_customers
 from de_assets.transformation.events import RAW_BATCH_LINES, RAW_COLUMNS_USED, build_events
@@ -79,26 +79,6 @@ ROW_COUNT = "dagster/row_count"
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-def _window_in(key: dg.AssetKey, days_after: int, metadata: Mapping[str, object] | None = None) -> dg.AssetIn:
-    """Partition D reads upstream D..D+days_after; days not materialised (yet) read as empty.
-    ``metadata``: more input metadata for the IO manager (e.g. columns, batches)."""
-    return dg.AssetIn(
-        key=key,
-        partition_mapping=dg.TimeWindowPartitionMapping(
-            start_offset=0, end_offset=days_after, allow_nonexistent_upstream_partitions=True
-        ),
-        metadata={ALLOW_MISSING_PARTITIONS: True, **(metadata or {})},
-    )
-
-
-def _same_day_in(key: dg.AssetKey, columns: list[str] | None = None) -> dg.AssetIn:
-    """Partition D reads upstream D (``columns``: only these, where the step needs few of many)."""
-    metadata: dict[str, object] = {ALLOW_MISSING_PARTITIONS: True}
-    if columns is not None:
-        metadata[COLUMNS] = columns
-    return dg.AssetIn(key=key, metadata=metadata)
 
 
 def _quality_specs(
@@ -271,7 +251,7 @@ def _cleaning_step(
             name: _table_out(key, model, partition_column, description, pii),
             f"{name}_rejected": _rejects_out(rejected_key, name),
         },
-        ins={"raw": _window_in(raw_key, raw_days_after, raw_metadata)},
+        ins={"raw": days_in(raw_key, after=raw_days_after, metadata=raw_metadata)},
         group_name=GROUP,
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
@@ -453,7 +433,7 @@ def _sessions_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinit
     @dg.asset(
         key=SESSIONS,
         # Sessions read 7 of the events' 17 columns: the others never leave the hot tier.
-        ins={"events": _same_day_in(EVENTS, EVENT_COLUMNS_USED)},
+        ins={"events": days_in(EVENTS, metadata={COLUMNS: EVENT_COLUMNS_USED})},
         group_name=GROUP,
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
@@ -506,7 +486,7 @@ def _quarantine_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefin
 
     @dg.asset(
         key=QUARANTINE,
-        ins={name: _same_day_in(key) for name, key in sources.items()},
+        ins={name: days_in(key) for name, key in sources.items()},
         group_name=GROUP,
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
