@@ -228,8 +228,7 @@ class _Session:
 
     def delete(self, target: sa.Table, keys: Sequence[PartitionKey]) -> None:
         """Delete the rows of ``keys`` (all rows of an unpartitioned table)."""
-        where = self.dialect.key_filter(target, keys)
-        self.conn.execute(sa.delete(target) if where is None else sa.delete(target).where(where))
+        self.dialect.delete(self.conn, target, keys)
 
     def create(self, target: sa.Table) -> None:
         if target.schema is not None:
@@ -240,16 +239,7 @@ class _Session:
 
     def evolve(self, old: sa.Table, new: sa.Table) -> None:
         """Add new columns and alter widened ones so the stored table matches ``new``."""
-        dialect = self.conn.dialect
-        prep = dialect.identifier_preparer
-        for column in new.columns:
-            new_type = column.type.compile(dialect=dialect)
-            if column.name not in old.c:
-                self.conn.exec_driver_sql(
-                    f"ALTER TABLE {prep.format_table(new)} ADD COLUMN {prep.quote(column.name)} {new_type}"
-                )
-            elif self.dialect.alters_types and new_type != old.c[column.name].type.compile(dialect=dialect):
-                self.dialect.alter_type(self.conn, new, column)
+        self.dialect.evolve(self.conn, old, new)
 
 
 def _physical_name(dialect: GenericDialect, table: TableRef) -> str:
@@ -336,7 +326,9 @@ class HotStore(TierStore):
         if not incoming:
             return {}
         where = describe(TIER, table, list(incoming))
-        with self._session() as session:
+        staging_target = self._staging_target(table, incoming, where)
+        with self._dialect.staged(self._url, staging_target, incoming) as staged, self._session() as session:
+            self._dialect.lock_for_write(session.conn, _physical_name(self._dialect, table))
             stored = session.declared(table)
             declared = stored
             for data in incoming.values():
@@ -349,18 +341,33 @@ class HotStore(TierStore):
                 session.create(target)
             else:
                 session.evolve(session.definition(table, stored), target)
-            session.delete(target, list(incoming))
-            for key, data in incoming.items():
-                if data.num_rows:
-                    self._dialect.insert(session.conn, target, key, data)
+            self._dialect.replace(session.conn, target, staged)
             session.record(
-                table, {key: (PartitionState.PRESENT, data.num_rows, None) for key, data in incoming.items()}
+                table,
+                {key: (PartitionState.PRESENT, data.num_rows, None) for key, data in incoming.items()},
             )
             session.save_declared(table, declared)
         return {
             key: WriteStats(rows=data.num_rows, bytes=data.nbytes, location=self.location(table, key))
             for key, data in incoming.items()
         }
+
+    def _staging_target(
+        self, table: TableRef, incoming: Mapping[PartitionKey, pa.Table], where: str
+    ) -> sa.Table:
+        """The table as this write will define it, for a dialect that loads rows before the transaction.
+
+        Read in a short transaction of its own; :meth:`write` re-reads it under its lock and a dialect
+        adapts staged rows to any column another writer added in between.
+        """
+        if not self._dialect.stages_rows:
+            return sa.Table("unused", sa.MetaData())
+        with self._session() as session:
+            declared = session.declared(table)
+            for data in incoming.values():
+                declared = declare(declared, data.schema, where)
+            assert declared is not None
+            return session.definition(table, declared)
 
     def states(self, table: TableRef, keys: Sequence[PartitionKey]) -> dict[PartitionKey, PartitionState]:
         checked = [table.check_key(k) for k in keys]

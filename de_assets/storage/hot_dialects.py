@@ -12,7 +12,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC
 from itertools import repeat
 
@@ -113,6 +114,9 @@ class GenericDialect:
         """Housekeeping SQL the maintenance job runs (in one transaction); none for unknown databases."""
         return ()
 
+    def lock_for_write(self, conn: sa.Connection, physical_name: str) -> None:
+        """Serialise writers of one table until the transaction ends (embedded databases lock the file)."""
+
     def schema_qualifier(self, conn: sa.Connection) -> str:
         """Prefix that makes a schema name unambiguous on this connection (``""`` when not needed)."""
         return ""
@@ -151,6 +155,48 @@ class GenericDialect:
             f"ALTER TABLE {prep.format_table(table)} ALTER COLUMN {name} TYPE {new_type} "
             f"USING CAST({name} AS {new_type})"
         )
+
+    def evolve(self, conn: sa.Connection, old: sa.Table, new: sa.Table) -> None:
+        """Add new columns and alter widened ones so the stored table ``old`` matches ``new``."""
+        dialect = conn.dialect
+        prep = dialect.identifier_preparer
+        for column in new.columns:
+            new_type = column.type.compile(dialect=dialect)
+            if column.name not in old.c:
+                conn.exec_driver_sql(
+                    f"ALTER TABLE {prep.format_table(new)} ADD COLUMN {prep.quote(column.name)} {new_type}"
+                )
+            elif self.alters_types and new_type != old.c[column.name].type.compile(dialect=dialect):
+                self.alter_type(conn, new, column)
+
+    # Whether writes load their rows before the write transaction (see :meth:`staged`).
+    stages_rows = False
+
+    @contextmanager
+    def staged(
+        self, url: sa.URL, target: sa.Table, incoming: Mapping[str | None, pa.Table]
+    ) -> Iterator[Mapping[str | None, object]]:
+        """Load the rows somewhere no reader looks, before the write transaction starts.
+
+        A bulk path with a connection of its own (PostgreSQL's binary COPY through ADBC) cannot join
+        the SQLAlchemy transaction; it loads here and :meth:`replace` swaps the rows in. ``target`` is
+        the table's definition as it stood before the write. Yields what :meth:`replace` takes per key;
+        here the rows themselves, inserted inside the transaction.
+        """
+        yield incoming
+
+    def replace(self, conn: sa.Connection, target: sa.Table, staged: Mapping[str | None, object]) -> None:
+        """Inside the write transaction: the partitions of ``staged`` get exactly the staged rows."""
+        self.delete(conn, target, list(staged))
+        for key, data in staged.items():
+            assert isinstance(data, pa.Table)
+            if data.num_rows:
+                self.insert(conn, target, key, data)
+
+    def delete(self, conn: sa.Connection, target: sa.Table, keys: Sequence[str | None]) -> None:
+        """Delete the rows of ``keys`` (all rows of an unpartitioned table)."""
+        where = self.key_filter(target, keys)
+        conn.execute(sa.delete(target) if where is None else sa.delete(target).where(where))
 
     def key_filter(self, table: sa.Table, keys: Sequence[str | None]) -> sa.ColumnElement[bool] | None:
         """WHERE clause selecting the partitions ``keys`` (``None`` for an unpartitioned table)."""
@@ -305,4 +351,9 @@ def dialect_for(url: sa.URL) -> GenericDialect:
         return DuckDBDialect()
     if backend == "sqlite":
         return SQLiteDialect()
+    if backend == "postgresql":
+        # Imported here: its bulk path needs the production extra (ADBC's PostgreSQL driver).
+        from de_assets.storage.hot_postgres import PostgresDialect
+
+        return PostgresDialect()
     return GenericDialect()

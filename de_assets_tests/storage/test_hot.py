@@ -29,11 +29,13 @@ DAILY = TableRef("ingestion", "events", partition_field="day")
 D1, D2, D3 = "2024-01-01", "2024-01-02", "2024-01-03"
 
 
-@pytest.fixture(params=["duckdb", "sqlite"])
+@pytest.fixture(params=["duckdb", "sqlite", "postgresql"])
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     # The folder does not exist yet: the store creates it.
     if request.param == "duckdb":
         return f"duckdb:///{tmp_path}/new/hot.duckdb"
+    if request.param == "postgresql":
+        return request.getfixturevalue("postgres_server").create_database()
     return f"sqlite:///{tmp_path}/new/hot.sqlite"
 
 
@@ -293,12 +295,13 @@ def test_crash_during_insert_leaves_the_old_version(store: HotStore, url: str, m
     dialect_class = type(dialect_for(sa.make_url(url)))
     seen_after_delete: list[int] = []
 
-    def crash(self, conn, table, key, data) -> None:
-        # Inside the transaction the DELETE has already happened: the rollback must undo it.
+    def crash(self, conn, table, staged) -> None:
+        # Inside the transaction the old rows are gone when the new ones go in: the rollback must undo it.
+        self.delete(conn, table, list(staged))
         seen_after_delete.append(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(dialect_class, "insert", crash)
+    monkeypatch.setattr(dialect_class, "replace", crash)
     widened = mixed_frame(100, 2).assign(extra=1.5)  # also adds a column, which must roll back too
     with pytest.raises(RuntimeError, match="disk full"):
         store.write(DAILY, {D1: widened, D3: widened})
@@ -312,6 +315,27 @@ def test_crash_during_insert_leaves_the_old_version(store: HotStore, url: str, m
     }
     store.write(DAILY, {D3: widened})  # the rolled-back column can be added for real
     pd.testing.assert_frame_equal(store.read(DAILY, [D3]), widened)
+    if url.startswith("postgresql"):
+        # The failed write's staged tables were dropped; only the three partitions' children remain.
+        tables = postgres_tables(url, "ingestion")
+        assert sorted(tables.values()) == [True, True, True], tables
+
+
+def postgres_tables(url: str, schema: str) -> dict[str, bool]:
+    """The plain tables of ``schema`` on PostgreSQL, each with whether it is a partition."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT relname, relispartition FROM pg_class "
+                    "WHERE relkind = 'r' AND relnamespace = to_regnamespace(:schema)"
+                ),
+                {"schema": schema},
+            ).all()
+    finally:
+        engine.dispose()
+    return dict(rows)
 
 
 def _python(code: str) -> list[str]:
@@ -527,3 +551,27 @@ def test_dagster_removed_upstream_partition_fails_even_when_missing_is_allowed(d
         )
     assert D1 in str(error.value)
     assert "hot tier" in str(error.value)
+
+
+def test_postgres_partitions_are_swapped_child_tables_and_orphans_are_swept(postgres_server) -> None:
+    url = postgres_server.create_database()
+    store = HotStore(url)
+    store.write(DAILY, {D1: mixed_frame(0, 3), D2: mixed_frame(3, 2)})
+    store.write(DAILY, {D1: mixed_frame(10, 4)})  # replaces D1's child, keeps D2's
+    # An orphan of a write that crashed two hours ago, and one of a write still loading.
+    old, fresh = int(time.time()) - 7200, int(time.time())
+    postgres_server.execute(
+        url,
+        f"CREATE TABLE ingestion.events__s{old:010d}_0123abcd (x int)",
+        f"CREATE TABLE ingestion.events__s{fresh:010d}_0123abcd (x int)",
+    )
+
+    assert sorted(postgres_tables(url, "ingestion").values()) == [False, False, True, True]
+    store.maintain()
+    left = postgres_tables(url, "ingestion")
+    assert f"events__s{old:010d}_0123abcd" not in left
+    assert f"events__s{fresh:010d}_0123abcd" in left
+    assert sorted(left.values()) == [False, True, True]  # the two partitions and the fresh staging table
+    pd.testing.assert_frame_equal(
+        store.read(DAILY, [D1, D2]), pd.concat([mixed_frame(10, 4), mixed_frame(3, 2)], ignore_index=True)
+    )

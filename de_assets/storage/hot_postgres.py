@@ -1,0 +1,252 @@
+"""The hot tier on PostgreSQL: binary COPY through ADBC for the rows, SQLAlchemy (psycopg 3) for the rest.
+
+A partitioned table is a ``PARTITION BY LIST (_partition)`` table with one child table per partition
+key. Writing a partition:
+
+1. before the write transaction, ADBC's PostgreSQL driver creates a new standalone table (named
+   ``<table>__s<epoch>_<random>``, carrying ``CHECK (_partition = key)``) and fills it with binary
+   ``COPY`` on its own connection, committed but attached to nothing, so no reader sees it;
+2. the write transaction (SQLAlchemy, with the catalog) drops the key's old child and attaches the new
+   one. The CHECK constraint proves the bound, so ``ATTACH PARTITION`` scans nothing: the swap is a
+   catalog change, atomic with the catalog record.
+
+A crash between the two leaves an unattached table; the write's own clean-up drops it, and the
+maintenance job drops any older than an hour. An unpartitioned table is loaded the same way and
+copied in with ``INSERT ... SELECT`` inside the transaction.
+
+Reads of a partition go through ADBC too (``COPY`` out, Arrow-native), inside a snapshot exported by
+the SQLAlchemy transaction, so every partition of a multi-partition read comes from one moment.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from de_assets.storage.hot_dialects import KEY_COLUMN, GenericDialect
+from de_assets.storage.tier import StorageError, TableRef
+
+# Unattached staging tables older than this are orphans of a crashed write (maintenance drops them).
+_ORPHAN_AGE_SECONDS = 3600
+# Staging table names: <table prefix>__s<unix seconds>_<8 hex>; 63 bytes is PostgreSQL's limit.
+_STAGING_PATTERN = r"__s[0-9]{10}_[0-9a-f]{8}$"
+
+
+def _adbc_uri(url: sa.URL) -> str:
+    """The libpq URI of a SQLAlchemy PostgreSQL URL (any driver), password included."""
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _copy_ready(column: pa.ChunkedArray, target: sa.types.TypeEngine) -> pa.ChunkedArray:
+    """``column`` in the Arrow type whose binary COPY encoding is the SQL column's type."""
+    arrow = column.type
+    if pa.types.is_dictionary(arrow):
+        return _copy_ready(column.cast(arrow.value_type), target)
+    if isinstance(target, sa.Text):
+        return column.cast(pa.string())
+    if isinstance(target, sa.LargeBinary):
+        return column.cast(pa.binary())
+    if isinstance(target, sa.Numeric) and not isinstance(target, sa.Float):
+        return column if pa.types.is_decimal(arrow) else column.cast(pa.decimal128(20, 0))
+    wanted = {
+        sa.SmallInteger: pa.int16(),
+        sa.Integer: pa.int32(),
+        sa.BigInteger: pa.int64(),
+        sa.Double: pa.float64(),
+        sa.REAL: pa.float32(),
+        sa.Date: pa.date32(),
+    }.get(type(target))
+    if wanted is not None and not arrow.equals(wanted):
+        return column.cast(wanted)
+    return column
+
+
+def _copy_table(data: pa.Table, target: sa.Table) -> pa.Table:
+    return pa.table({name: _copy_ready(data[name], target.c[name].type) for name in data.column_names})
+
+
+class PostgresDialect(GenericDialect):
+    # Partitions are child tables: replacing one is a catalog swap, reading one scans only it.
+    index_partitions = False
+    stages_rows = True
+
+    def sa_table(
+        self, qualifier: str, table: TableRef, columns: Sequence[tuple[str, sa.types.TypeEngine]]
+    ) -> sa.Table:
+        definition = super().sa_table(qualifier, table, columns)
+        if KEY_COLUMN in definition.c:
+            definition.dialect_options["postgresql"]["partition_by"] = f'LIST ("{KEY_COLUMN}")'
+        return definition
+
+    def lock_for_write(self, conn: sa.Connection, physical_name: str) -> None:
+        # Writers of one table queue here, so none reads a declared schema another is about to change.
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(physical_name, 0))))
+
+    def maintenance_statements(self) -> tuple[str, ...]:
+        # Orphans of a crashed write: staging tables never attached, older than an hour.
+        return (
+            f"""DO $$
+DECLARE orphan record;
+BEGIN
+  FOR orphan IN
+    SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind = 'r' AND NOT c.relispartition AND c.relname ~ '{_STAGING_PATTERN}'
+      AND substring(c.relname FROM '__s([0-9]{{10}})_')::bigint
+          < extract(epoch FROM now()) - {_ORPHAN_AGE_SECONDS}
+  LOOP
+    EXECUTE 'DROP TABLE ' || quote_ident(orphan.nspname) || '.' || quote_ident(orphan.relname);
+  END LOOP;
+END $$""",
+            "ANALYZE",
+        )
+
+    # --- writes -------------------------------------------------------------------------------------
+
+    def _staging_definition(self, target: sa.Table, key: str | None, name: str | None = None) -> sa.Table:
+        """A standalone table shaped like ``target``; for a partition, bound to ``key`` by a CHECK."""
+        name = name or f"{target.name[:36]}__s{int(time.time()):010d}_{secrets.token_hex(4)}"
+        columns = [sa.Column(c.name, c.type, nullable=c.nullable) for c in target.columns]
+        constraints: list[sa.CheckConstraint] = []
+        if key is not None:
+            columns[0] = sa.Column(
+                KEY_COLUMN, target.c[KEY_COLUMN].type, nullable=False, server_default=sa.literal(key)
+            )
+            constraints.append(sa.CheckConstraint(sa.column(KEY_COLUMN) == sa.literal(key)))
+        return sa.Table(name, sa.MetaData(), *columns, *constraints, schema=target.schema)
+
+    @contextmanager
+    def staged(
+        self, url: sa.URL, target: sa.Table, incoming: Mapping[str | None, pa.Table]
+    ) -> Iterator[Mapping[str | None, object]]:
+        import adbc_driver_postgresql.dbapi as adbc
+
+        compiler = postgresql.psycopg.dialect()
+        prep = compiler.identifier_preparer
+        staged: dict[str | None, sa.Table | None] = {}
+        try:
+            with adbc.connect(_adbc_uri(url)) as conn, conn.cursor() as cursor:
+                if target.schema is not None:
+                    cursor.execute(f"CREATE SCHEMA IF NOT EXISTS {prep.quote_schema(target.schema)}")
+                for key, data in incoming.items():
+                    if not data.num_rows and key is not None:
+                        staged[key] = None  # an empty partition has no child table
+                        continue
+                    definition = self._staging_definition(target, key)
+                    cursor.execute(str(sa.schema.CreateTable(definition).compile(dialect=compiler)))
+                    staged[key] = definition
+                    if data.num_rows:
+                        rows = _copy_table(data, definition)
+                        cursor.adbc_ingest(definition.name, rows, mode="append", db_schema_name=target.schema)
+                    # Committed per table: a long load holds no lock that readers or writers wait for.
+                    conn.commit()
+            yield staged
+        except BaseException:
+            self._drop_unattached(url, [d for d in staged.values() if d is not None])
+            raise
+
+    def _drop_unattached(self, url: sa.URL, definitions: Sequence[sa.Table]) -> None:
+        """Drop the staging tables of a failed write (never one that became a partition)."""
+        if not definitions:
+            return
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        try:
+            with suppress(sa.exc.DBAPIError), engine.begin() as conn:
+                prep = conn.dialect.identifier_preparer
+                for definition in definitions:
+                    name = prep.format_table(definition)
+                    attached = conn.execute(
+                        sa.text("SELECT relispartition FROM pg_class WHERE oid = to_regclass(:name)"),
+                        {"name": name},
+                    ).scalar()
+                    if attached is False:
+                        conn.exec_driver_sql(f"DROP TABLE {name}")
+        finally:
+            engine.dispose()
+
+    def replace(self, conn: sa.Connection, target: sa.Table, staged: Mapping[str | None, object]) -> None:
+        prep = conn.dialect.identifier_preparer
+        parent = prep.format_table(target)
+        self.delete(conn, target, list(staged))
+        for key, definition in staged.items():
+            if definition is None:
+                continue
+            assert isinstance(definition, sa.Table)
+            # Another writer may have added a column since the rows were staged.
+            self.evolve(conn, definition, self._staging_definition(target, key, definition.name))
+            child = prep.format_table(definition)
+            if key is None:
+                columns = ", ".join(prep.quote(c.name) for c in target.columns)
+                conn.exec_driver_sql(f"INSERT INTO {parent} ({columns}) SELECT {columns} FROM {child}")
+                conn.exec_driver_sql(f"DROP TABLE {child}")
+            else:
+                bound = sa.literal(key).compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
+                conn.exec_driver_sql(f"ALTER TABLE {parent} ATTACH PARTITION {child} FOR VALUES IN ({bound})")
+
+    def delete(self, conn: sa.Connection, target: sa.Table, keys: Sequence[str | None]) -> None:
+        if KEY_COLUMN not in target.c:
+            conn.execute(sa.delete(target))
+            return
+        prep = conn.dialect.identifier_preparer
+        children = conn.execute(
+            sa.text(
+                "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_inherits i "
+                "JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE i.inhparent = to_regclass(:parent) "
+                "AND pg_get_expr(c.relpartbound, c.oid) = ANY(:bounds)"
+            ),
+            {
+                "parent": prep.format_table(target),
+                "bounds": [f"FOR VALUES IN ({_quoted(key)})" for key in keys if key is not None],
+            },
+        ).scalars()
+        for child in children:
+            conn.exec_driver_sql(f"DROP TABLE {child}")
+
+    # --- reads --------------------------------------------------------------------------------------
+
+    def select(self, conn: sa.Connection, table: sa.Table, schema: pa.Schema, key: str | None) -> pa.Table:
+        if not schema.names:
+            return pa.table({})
+        import adbc_driver_postgresql.dbapi as adbc
+
+        prep = conn.dialect.identifier_preparer
+        sql = f"SELECT {', '.join(prep.quote(n) for n in schema.names)} FROM {prep.format_table(table)}"
+        parameters: tuple[str, ...] = ()
+        if key is not None:
+            sql, parameters = f"{sql} WHERE {prep.quote(KEY_COLUMN)} = $1", (key,)
+        snapshot = conn.execute(sa.select(sa.func.pg_export_snapshot())).scalar_one()
+        with adbc.connect(_adbc_uri(conn.engine.url), autocommit=True) as reader, reader.cursor() as cursor:
+            # The SQLAlchemy transaction's snapshot: what it saw in the catalog is what is read. A scan
+            # started mid-table by another (synchronised) scan would change the rows' order.
+            cursor.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            cursor.execute(f"SET TRANSACTION SNAPSHOT {_quoted(snapshot)}")
+            cursor.execute("SET LOCAL synchronize_seqscans = off")
+            cursor.execute(sql, parameters=parameters or None)
+            data = cursor.fetch_arrow_table()
+            cursor.execute("COMMIT")
+        if data.num_columns != len(schema):
+            raise StorageError(
+                f"{prep.format_table(table)}: expected columns {schema.names}, got {data.column_names}"
+            )
+        # Numeric arrives as text from the driver; the caller casts every column to the declared type.
+        return pa.table(
+            [_from_copy(data.column(i), field.type) for i, field in enumerate(schema)], names=schema.names
+        )
+
+
+def _from_copy(column: pa.ChunkedArray, wanted: pa.DataType) -> pa.ChunkedArray:
+    if pa.types.is_decimal(wanted) and pa.types.is_string(column.type):
+        return pc.cast(column, wanted)
+    return column
+
+
+def _quoted(value: str) -> str:
+    """A SQL string literal (PostgreSQL's standard_conforming_strings, the default since 9.1)."""
+    return "'" + value.replace("'", "''") + "'"
