@@ -575,3 +575,13 @@ def test_postgres_partitions_are_swapped_child_tables_and_orphans_are_swept(post
     pd.testing.assert_frame_equal(
         store.read(DAILY, [D1, D2]), pd.concat([mixed_frame(10, 4), mixed_frame(3, 2)], ignore_index=True)
     )
+
+
+def test_postgres_large_partition_reads_back_in_written_order(postgres_server) -> None:
+    # Wide rows (~50 MB in all): PostgreSQL plans a parallel scan, whose workers interleave pages.
+    rows = 200_000
+    frame = pd.DataFrame({"id": np.arange(rows)[::-1].copy(), "text": [f"{n:0>240}" for n in range(rows)]})
+    store = HotStore(postgres_server.create_database())
+    store.write(DAILY, {D1: frame, D2: frame.head(10)})
+    expected = pd.concat([frame, frame.head(10)], ignore_index=True)
+    pd.testing.assert_frame_equal(store.read(DAILY, [D1, D2]), expected)
