@@ -13,7 +13,7 @@ from contextlib import ExitStack
 
 import dagster as dg
 
-from de_assets.settings import Settings, SettingsError, load_settings
+from de_assets.settings import PRODUCTION, Settings, SettingsError, load_settings
 
 DEFAULT_DAYS = 3
 
@@ -133,7 +133,7 @@ def _execute(
     key = uuid.uuid4().hex
     job = dg.build_reconstructable_job("de_assets.cli", _job_from_environment.__name__, (job_name, key))
     with (
-        local_instance(settings.home) as instance,
+        local_instance(settings.home, production=settings.profile == PRODUCTION) as instance,
         dg.execute_job(
             job,
             instance=instance,
@@ -276,7 +276,8 @@ def _rotate_pii_key(args: argparse.Namespace, settings: Settings, today: dt.date
 def _dev(args: argparse.Namespace, settings: Settings) -> int:
     from de_assets.orchestration.instance import prepare_dagster_home
 
-    env = {**os.environ, "DAGSTER_HOME": str(prepare_dagster_home(settings.home))}
+    home = prepare_dagster_home(settings.home, production=settings.profile == PRODUCTION)
+    env = {**os.environ, "DAGSTER_HOME": str(home)}
     # `python -m dagster` from this interpreter: works without the virtual environment on PATH.
     command = [sys.executable, "-m", "dagster", "dev", "-m", "de_assets.definitions"]
     command += ["-h", args.host, "-p", str(args.port)]

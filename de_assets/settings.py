@@ -42,6 +42,13 @@ SEGMENTS_DB_URL = "DE_ASSETS_SEGMENTS_DB_URL"
 REPORTS_DIR = "DE_ASSETS_REPORTS_DIR"
 HOT_DAYS = "DE_ASSETS_HOT_DAYS"
 RAW_RETENTION_DAYS = "DE_ASSETS_RAW_RETENTION_DAYS"
+# Read by Dagster itself, from deploy/dagster.yaml (the production instance); validated here.
+INSTANCE_DB_URL = "DE_ASSETS_INSTANCE_DB_URL"
+# The production profile names every store: a default under one machine's home would split the data
+# between machines.
+PRODUCTION_REQUIRED = (SOURCE_DB_URL, LANDING_DIR, HOT_URL, COLD_URL, INSTANCE_DB_URL)
+# Files that one process locks: fine on one machine, never shared by a cluster's workers.
+_EMBEDDED_BACKENDS = ("duckdb", "sqlite")
 
 DEFAULT_HOME = "./.de_assets"
 DEFAULT_HISTORY_DAYS = 90
@@ -210,6 +217,28 @@ def _share(env: Mapping[str, str], variable: str, default: float) -> float:
     return value
 
 
+def _check_production(env: Mapping[str, str]) -> None:
+    missing = [variable for variable in PRODUCTION_REQUIRED if not env.get(variable)]
+    if missing:
+        raise SettingsError(
+            f"the production profile needs {', '.join(missing)} (README, 'Production'): it never falls "
+            "back to files under one machine's DE_ASSETS_HOME"
+        )
+    for variable in (SOURCE_DB_URL, HOT_URL):
+        backend = sa.make_url(_sqlalchemy_url(variable, env[variable])).get_backend_name()
+        if backend in _EMBEDDED_BACKENDS:
+            raise SettingsError(
+                f"{variable} is an embedded {backend} file, which one process locks and no other machine "
+                "reaches: the production profile needs a database server (postgresql+psycopg://...)"
+            )
+    instance = sa.make_url(_sqlalchemy_url(INSTANCE_DB_URL, env[INSTANCE_DB_URL]))
+    if instance.drivername != "postgresql+psycopg2":
+        raise SettingsError(
+            f"{INSTANCE_DB_URL} must be a postgresql+psycopg2:// URL (dagster-postgres is written for "
+            f"psycopg2); got {redact_sqlalchemy_url(env[INSTANCE_DB_URL])!r}"
+        )
+
+
 def load_settings(env: Mapping[str, str] | None = None, today: dt.date | None = None) -> Settings:
     """Read and validate every setting; raises :class:`SettingsError` naming the variable at fault."""
     env = os.environ if env is None else env
@@ -233,6 +262,8 @@ def load_settings(env: Mapping[str, str] | None = None, today: dt.date | None = 
             f"the production profile needs {PII_KEY} (a secret of at least 32 characters, e.g. 64 hex "
             "characters); it never generates a key file"
         )
+    if profile == PRODUCTION:
+        _check_production(env)
     lookahead = max(
         _days(env, LATE_DAYS, DEFAULT_LATE_DAYS, 60),
         _days(env, ORDER_LOOKAHEAD_DAYS, DEFAULT_ORDER_LOOKAHEAD_DAYS, 366),

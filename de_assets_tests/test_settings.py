@@ -79,7 +79,30 @@ def test_the_production_profile_refuses_to_start_without_a_pseudonymisation_key(
     base = {"DE_ASSETS_HOME": str(tmp_path), PROFILE: PRODUCTION}
     with pytest.raises(SettingsError, match="production profile needs DE_ASSETS_PII_KEY"):
         load_settings(base)
-    assert load_settings({**base, "DE_ASSETS_PII_KEY": "k" * 64}).profile == PRODUCTION
+    stores = {
+        "DE_ASSETS_SOURCE_DB_URL": "postgresql+psycopg://shop@db.internal/shop",
+        "DE_ASSETS_LANDING_DIR": "s3://landing-bucket/clickstream",
+        "DE_ASSETS_HOT_URL": "postgresql+psycopg://warehouse:s3cret@db.internal/warehouse",
+        "DE_ASSETS_COLD_URL": "s3://lake-bucket/cold",
+        "DE_ASSETS_INSTANCE_DB_URL": "postgresql+psycopg2://dagster:s3cret@db.internal/dagster",
+    }
+    keyed = {**base, "DE_ASSETS_PII_KEY": "k" * 64}
+    with pytest.raises(
+        SettingsError, match=r"needs DE_ASSETS_SOURCE_DB_URL, DE_ASSETS_LANDING_DIR, .*INSTANCE_DB_URL"
+    ):
+        load_settings(keyed)
+    assert load_settings({**keyed, **stores}).profile == PRODUCTION
+    embedded_hot = {**keyed, **stores, "DE_ASSETS_HOT_URL": f"duckdb:///{tmp_path}/hot.duckdb"}
+    with pytest.raises(SettingsError, match="DE_ASSETS_HOT_URL is an embedded duckdb file"):
+        load_settings(embedded_hot)
+    wrong_driver = {
+        **keyed,
+        **stores,
+        "DE_ASSETS_INSTANCE_DB_URL": "postgresql+psycopg://d:s3cret@db/dagster",
+    }
+    with pytest.raises(SettingsError, match="psycopg2") as refused:
+        load_settings(wrong_driver)
+    assert "s3cret" not in str(refused.value)
     assert load_settings({"DE_ASSETS_HOME": str(tmp_path)}).profile == "embedded"
     with pytest.raises(SettingsError, match="DE_ASSETS_PROFILE must be"):
         load_settings({**base, PROFILE: "staging"})

@@ -12,24 +12,30 @@ import dagster as dg
 import yaml
 
 INSTANCE_CONFIG = "dagster.yaml"
+# The production profile's instance: storage on PostgreSQL, every value from the environment.
+PRODUCTION_INSTANCE_CONFIG = "dagster.production.yaml"
 
 
-def instance_config_text() -> str:
-    return resources.files("de_assets.orchestration").joinpath(INSTANCE_CONFIG).read_text()
+def instance_config_text(production: bool = False) -> str:
+    name = PRODUCTION_INSTANCE_CONFIG if production else INSTANCE_CONFIG
+    return resources.files("de_assets.orchestration").joinpath(name).read_text()
 
 
-def prepare_dagster_home(home: Path, environ: Mapping[str, str] | None = None) -> Path:
+def prepare_dagster_home(
+    home: Path, environ: Mapping[str, str] | None = None, production: bool = False
+) -> Path:
     """The DAGSTER_HOME to use, with our instance configuration in it.
 
     An existing ``$DAGSTER_HOME`` is respected; if its dagster.yaml does not limit pools, a warning
     says so, because concurrent runs could then block each other on the embedded databases.
+    ``production``: a DAGSTER_HOME without a dagster.yaml gets the production one (PostgreSQL storage).
     """
     chosen = (os.environ if environ is None else environ).get("DAGSTER_HOME")
     target = Path(chosen).expanduser().resolve() if chosen else home / "dagster_home"
     target.mkdir(parents=True, exist_ok=True)
     config = target / INSTANCE_CONFIG
     if not chosen or not config.exists():
-        ours = instance_config_text()
+        ours = instance_config_text(production)
         if not config.exists() or config.read_text() != ours:
             config.write_text(ours)
     else:
@@ -44,6 +50,6 @@ def prepare_dagster_home(home: Path, environ: Mapping[str, str] | None = None) -
     return target
 
 
-def local_instance(home: Path) -> dg.DagsterInstance:
+def local_instance(home: Path, production: bool = False) -> dg.DagsterInstance:
     """A persistent instance under the prepared DAGSTER_HOME (history shared with `de-assets dev`)."""
-    return dg.DagsterInstance.from_config(str(prepare_dagster_home(home)))
+    return dg.DagsterInstance.from_config(str(prepare_dagster_home(home, production=production)))

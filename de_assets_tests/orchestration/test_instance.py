@@ -2,6 +2,7 @@
 
 import dagster as dg
 import pytest
+import sqlalchemy as sa
 import yaml
 
 from de_assets.orchestration.instance import instance_config_text, prepare_dagster_home
@@ -31,3 +32,39 @@ def test_repository_dagster_yaml_is_the_packaged_one():
 
     root = Path(__file__).resolve().parents[2]
     assert (root / "dagster.yaml").read_text() == instance_config_text()
+
+
+def test_production_instance_keeps_runs_and_events_in_postgresql(tmp_path, postgres_server, monkeypatch):
+    url = postgres_server.create_database("dagster")
+    # dagster-postgres speaks psycopg2 (its NOTIFY does not work with psycopg 3, SQLAlchemy 2.1's default).
+    monkeypatch.setenv("DE_ASSETS_INSTANCE_DB_URL", url.replace("+psycopg://", "+psycopg2://"))
+    target = prepare_dagster_home(tmp_path, environ={}, production=True)
+    assert (target / "dagster.yaml").read_text() == instance_config_text(production=True)
+    assert "DE_ASSETS_INSTANCE_DB_URL" not in (target / "dagster.yaml").read_text().split("env:")[0]
+
+    @dg.asset
+    def answer() -> int:
+        return 42
+
+    with dg.DagsterInstance.from_config(str(target)) as instance:
+        result = dg.materialize([answer], instance=instance)
+        assert result.success
+        assert instance.get_concurrency_config().pool_config.default_pool_limit == 4
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        runs = conn.exec_driver_sql("SELECT run_id, status FROM runs").all()
+        events = conn.exec_driver_sql(
+            "SELECT count(*) FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION'"
+        ).scalar_one()
+    engine.dispose()
+    assert runs == [(result.run_id, "SUCCESS")]
+    assert events == 1
+    # Nothing of the run went to a SQLite file in the home.
+    assert not list(target.rglob("*.db"))
+
+
+def test_repository_production_dagster_yaml_is_the_packaged_one():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    assert (root / "deploy" / "dagster.yaml").read_text() == instance_config_text(production=True)
