@@ -63,6 +63,7 @@ class PostgresServer:
     port: int
     folder: Path
     process: subprocess.Popen[bytes]
+    bin_folder: Path  # initdb, postgres, psql...
 
     def url(self, database: str = "postgres", user: str = SUPERUSER, driver: str = "psycopg") -> str:
         return f"postgresql+{driver}://{user}@127.0.0.1:{self.port}/{database}"
@@ -166,7 +167,7 @@ def start_postgres() -> PostgresServer:
         start_new_session=True,  # its own process group: stop() signals the server and its children
     )
     log.close()
-    server = PostgresServer(port=port, folder=folder, process=process)
+    server = PostgresServer(port=port, folder=folder, process=process, bin_folder=bin_folder)
     deadline = time.monotonic() + 60
     while True:
         try:

@@ -26,7 +26,11 @@ SHOP_TABLES = ("customers", "orders")
 @pytest.fixture
 def shop(tmp_path) -> str:
     """A shop database with a few customers and orders; returns its URL."""
-    url = f"sqlite:///{tmp_path / 'shop.sqlite'}"
+    return make_shop(f"sqlite:///{tmp_path / 'shop.sqlite'}")
+
+
+def make_shop(url: str) -> str:
+    """The shop's tables at ``url`` with five customers and their orders; returns ``url``."""
     with shop_db.source_engine(url) as engine:
         shop_db.ensure_schema(engine)
         with engine.begin() as conn:
