@@ -27,7 +27,7 @@ environment-variable reference and is never shown.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -39,6 +39,8 @@ from de_assets.settings import PRODUCTION, PROFILE, Setting, Settings, SettingsE
 CELERY_BROKER_URL = "DE_ASSETS_CELERY_BROKER_URL"
 # Where workers put step results for the orchestrator; the broker's URL when unset.
 CELERY_BACKEND_URL = "DE_ASSETS_CELERY_BACKEND_URL"
+# dagster-celery sends every step to this queue unless the step is tagged otherwise.
+STEP_QUEUE = "dagster"
 _BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps", "pyamqp")
 _BACKEND_SCHEMES = ("redis", "rediss", "rpc")
 
@@ -96,3 +98,25 @@ def build_executor(settings: Settings) -> dg.ExecutorDefinition:
     return celery_executor.configured(
         {"broker": {"env": celery.broker.variable}, "backend": {"env": celery.backend.variable}}
     )
+
+
+def run_worker(
+    settings: Settings, name: str, concurrency: int, queues: Sequence[str] = (STEP_QUEUE,)
+) -> None:
+    """Run a Celery worker for de_assets' steps in this process until it is told to stop (SIGTERM).
+
+    It is dagster-celery's own worker app (the one ``celery -A dagster_celery.app worker`` starts),
+    pointed at the broker and backend from the settings, so the URLs never appear on a command line
+    or in a file.
+    """
+    from dagster_celery.app import app
+
+    celery = _required(settings)
+    app.conf.update(
+        broker_url=dg.EnvVar(celery.broker.variable).get_value(),
+        result_backend=dg.EnvVar(celery.backend.variable).get_value(),
+    )
+    argv = ["worker", "--hostname", f"{name}@%h", "--concurrency", str(concurrency)]
+    # One task fetched at a time: a prefetched step would wait behind a long one on a busy worker.
+    argv += ["--prefetch-multiplier", "1", "--loglevel", "INFO", "--queues", ",".join(queues)]
+    app.worker_main(argv)

@@ -2,6 +2,7 @@
 
 import pytest
 
+from de_assets.cli import main
 from de_assets.definitions import MAIN_JOB, build_definitions
 from de_assets.orchestration.executor import CELERY_BACKEND_URL, CELERY_BROKER_URL
 from de_assets.settings import PII_KEY, PRODUCTION, PROFILE, SettingsError, load_settings
@@ -51,3 +52,17 @@ def test_a_bad_celery_url_names_the_variable_without_its_password(production, va
     with pytest.raises(SettingsError, match=variable) as raised:
         load_settings(env)
     assert "secretpw" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("profile", "message"),
+    [("embedded", "set DE_ASSETS_PROFILE=production"), (PRODUCTION, CELERY_BROKER_URL)],
+)
+def test_a_worker_refuses_to_start_without_the_production_settings(
+    production, monkeypatch, capsys, profile, message
+):
+    for name, value in {**production, PROFILE: profile}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv(CELERY_BROKER_URL, raising=False)
+    assert main(["worker", "--name", "w"]) == 2
+    assert message in capsys.readouterr().err
