@@ -286,6 +286,13 @@ def _dev(args: argparse.Namespace, settings: Settings) -> int:
     return 0  # pragma: no cover
 
 
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    from de_assets.orchestration.executor import run_worker
+
+    run_worker(settings, name=args.name, concurrency=args.concurrency)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="de-assets", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -322,16 +329,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=_positive, default=3000)
+    worker = commands.add_parser(
+        "worker", help="run steps of the production profile's runs on this machine (a Celery worker)"
+    )
+    worker.add_argument(
+        "--name", default="de_assets", help="worker name, unique per machine (default de_assets)"
+    )
+    # One step at a time by default: a step of a big day holds gigabytes (README, benchmarks).
+    worker.add_argument(
+        "--concurrency", type=_positive, default=1, help="steps at once (default 1; 0: one per CPU)"
+    )
     return parser
 
 
 # Beta parameters we use on purpose (README, "Warnings you will see"): said once there, not per run.
 _KNOWN_BETA_PARAMETERS = r"Parameter `(backfill_policy|allow_nonexistent_upstream_partitions)`"
+# The Celery executor (production) registers dagster-celery's step task on a new Celery app for every
+# step it sends; Celery 5.7 then warns once per run that the (same) task is registered already.
+_CELERY_STEP_TASK_REREGISTERED = r"Task name 'execute_plan' is already registered to a different callable"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.filterwarnings("ignore", message=_KNOWN_BETA_PARAMETERS)
+    warnings.filterwarnings("ignore", message=_CELERY_STEP_TASK_REREGISTERED)
     today = dt.datetime.now(dt.UTC).date()
     try:
         settings = load_settings(today=today)
@@ -345,6 +366,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _forget(args, settings)
         if args.command == "rotate-pii-key":
             return _rotate_pii_key(args, settings, today)
+        if args.command == "worker":
+            return _worker(args, settings)
         return _dev(args, settings)
     except (SettingsError, ValueError) as error:
         print(f"de-assets: {error}", file=sys.stderr)

@@ -10,6 +10,7 @@ from de_assets.generation.assets import build_generation_assets
 from de_assets.ingestion.assets import GROUP as INGESTION
 from de_assets.ingestion.assets import build_ingestion_assets
 from de_assets.orchestration.alerts import build_alert_sensor
+from de_assets.orchestration.executor import build_executor
 from de_assets.orchestration.landing_sensor import build_landing_sensor
 from de_assets.orchestration.partitions import daily_partitions
 from de_assets.orchestration.pools import check_hot_tier_pools
@@ -99,8 +100,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             build_alert_sensor(alerts_file=settings.alerts_file, minimum_interval_seconds=interval),
         ],
         resources=build_resources(settings),
-        # The multiprocess executor costs over a second per step on two cores; steps are I/O bound.
-        executor=dg.in_process_executor,
+        executor=build_executor(settings),
     )
 
 

@@ -14,12 +14,16 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import fsspec
 import sqlalchemy as sa
 
 from de_assets.security.redaction import redact_sqlalchemy_url, redact_url
+
+if TYPE_CHECKING:
+    from de_assets.orchestration.executor import CelerySettings
 
 HOME = "DE_ASSETS_HOME"
 PROFILE = "DE_ASSETS_PROFILE"
@@ -121,6 +125,8 @@ class Settings:
     # Data lifecycle: when hot partitions move to the cold tier, when raw partitions are deleted.
     hot_days: int
     raw_retention_days: int
+    # Production: the Celery broker and backend that run the steps (de_assets/orchestration/executor.py).
+    celery: CelerySettings | None
 
 
 def _sqlalchemy_url(variable: str, value: str) -> str:
@@ -241,6 +247,9 @@ def _check_production(env: Mapping[str, str]) -> None:
 
 def load_settings(env: Mapping[str, str] | None = None, today: dt.date | None = None) -> Settings:
     """Read and validate every setting; raises :class:`SettingsError` naming the variable at fault."""
+    # Imported here: the executor module builds on this one.
+    from de_assets.orchestration.executor import load_celery_settings
+
     env = os.environ if env is None else env
     today = today or dt.datetime.now(dt.UTC).date()
     home = Path(env.get(HOME) or DEFAULT_HOME).expanduser().resolve()
@@ -297,6 +306,7 @@ def load_settings(env: Mapping[str, str] | None = None, today: dt.date | None = 
         reports_dir=setting(REPORTS_DIR, str(home / "reports"), _local_folder),
         hot_days=_whole(env, HOT_DAYS, DEFAULT_HOT_DAYS, 1, 3660, " of days"),
         raw_retention_days=_retention(env, lookahead),
+        celery=load_celery_settings(env) if profile == PRODUCTION else None,
     )
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,13 +16,9 @@ from typing import Any
 
 import pytest
 
+from de_assets_tests.servers.processes import free_port, stop_process_group
+
 READY_SECONDS = 120
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class DevServer:
@@ -57,11 +52,6 @@ class DevServer:
         pytest.fail(f"de-assets dev was not ready within {READY_SECONDS} s")
 
 
-def _group(pgid: int) -> list[str]:
-    listing = subprocess.run(["ps", "-o", "pid=,args=", "-g", str(pgid)], capture_output=True, text=True)
-    return [line.strip() for line in listing.stdout.splitlines() if line.strip()]
-
-
 @contextmanager
 def dev_server(home: Path, extra_env: Mapping[str, str] | None = None) -> Iterator[DevServer]:
     """`de-assets dev` in its own process group (so SIGINT reaches it and all its children)."""
@@ -83,17 +73,6 @@ def dev_server(home: Path, extra_env: Mapping[str, str] | None = None) -> Iterat
         server.wait_ready()
         yield server
     finally:
-        os.killpg(process.pid, signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-        log.close()
         # The code server, daemon and runs wind down on their own after the webserver exits.
-        deadline = time.monotonic() + 30
-        while (leftovers := _group(process.pid)) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        if leftovers:
-            os.killpg(process.pid, signal.SIGKILL)
-        assert not leftovers, f"processes left behind by dagster dev: {leftovers}"
+        stop_process_group(process, signal.SIGINT)
+        log.close()
