@@ -75,17 +75,12 @@ def test_orchestration_settings_default_and_refuse_bad_values(tmp_path):
 
 def test_the_production_profile_refuses_to_start_without_a_pseudonymisation_key(tmp_path):
     from de_assets.settings import PRODUCTION, PROFILE
+    from de_assets_tests.production_env import PRODUCTION_STORES
 
     base = {"DE_ASSETS_HOME": str(tmp_path), PROFILE: PRODUCTION}
     with pytest.raises(SettingsError, match="production profile needs DE_ASSETS_PII_KEY"):
         load_settings(base)
-    stores = {
-        "DE_ASSETS_SOURCE_DB_URL": "postgresql+psycopg://shop@db.internal/shop",
-        "DE_ASSETS_LANDING_DIR": "s3://landing-bucket/clickstream",
-        "DE_ASSETS_HOT_URL": "postgresql+psycopg://warehouse:s3cret@db.internal/warehouse",
-        "DE_ASSETS_COLD_URL": "s3://lake-bucket/cold",
-        "DE_ASSETS_INSTANCE_DB_URL": "postgresql+psycopg2://dagster:s3cret@db.internal/dagster",
-    }
+    stores = PRODUCTION_STORES
     keyed = {**base, "DE_ASSETS_PII_KEY": "k" * 64}
     with pytest.raises(
         SettingsError, match=r"needs DE_ASSETS_SOURCE_DB_URL, DE_ASSETS_LANDING_DIR, .*INSTANCE_DB_URL"

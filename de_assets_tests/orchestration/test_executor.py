@@ -6,11 +6,12 @@ from de_assets.cli import main
 from de_assets.definitions import MAIN_JOB, build_definitions
 from de_assets.orchestration.executor import CELERY_BACKEND_URL, CELERY_BROKER_URL
 from de_assets.settings import PII_KEY, PRODUCTION, PROFILE, SettingsError, load_settings
+from de_assets_tests.production_env import PRODUCTION_STORES
 
 
 @pytest.fixture
 def production(tmp_path):
-    return {"DE_ASSETS_HOME": str(tmp_path), PROFILE: PRODUCTION, PII_KEY: "k" * 64}
+    return {"DE_ASSETS_HOME": str(tmp_path), PROFILE: PRODUCTION, PII_KEY: "k" * 64, **PRODUCTION_STORES}
 
 
 def _executor_name(env):

@@ -26,6 +26,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from de_assets_tests.servers.processes import free_port, stop_process_group
+
 SUPERUSER = "postgres"
 
 
@@ -36,12 +38,6 @@ def _binaries() -> Path | None:
         return Path(found[-1]).parent
     initdb = shutil.which("initdb")
     return Path(initdb).parent if initdb else None
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _server_user() -> str | None:
@@ -90,14 +86,8 @@ class PostgresServer:
             engine.dispose()
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            # SIGINT = "fast" shutdown: running transactions are rolled back, clients disconnected.
-            os.killpg(self.process.pid, signal.SIGINT)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
+        # SIGINT = "fast" shutdown: running transactions are rolled back, clients disconnected.
+        stop_process_group(self.process, signal.SIGINT)
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
