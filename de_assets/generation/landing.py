@@ -25,10 +25,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from de_assets.security.identifiers import UnsafeNameError, safe_file_name
+from de_assets.storage.filesystem import open_folder
 
 _PREFIX = re.compile(r"^[A-Za-z0-9._-]{0,255}$")
 # Reasons in LandedFile.refused: short and without the name, so that callers can group them in logs.
@@ -57,8 +57,7 @@ class LandingFolder:
 
     def __init__(self, root: str, storage_options: Mapping[str, Any] | None = None) -> None:
         self.root = root
-        self._fs, self._path = fsspec.core.url_to_fs(root, **dict(storage_options or {}))
-        self._path = self._path.rstrip("/")
+        self._fs, self._path = open_folder(root, storage_options)
         # Only a local folder has links and special files; object stores and memory hold plain objects.
         self._local = isinstance(self._fs, LocalFileSystem)
 

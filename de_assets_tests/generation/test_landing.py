@@ -7,10 +7,12 @@ import pytest
 from de_assets.generation.landing import LandedFile, LandingFolder
 
 
-@pytest.fixture(params=["local", "memory"])
+@pytest.fixture(params=["local", "memory", "s3"])
 def folder(request, tmp_path) -> LandingFolder:
     if request.param == "local":
         return LandingFolder(str(tmp_path / "landing"))
+    if request.param == "s3":  # a real S3-compatible server (de_assets_tests.servers.s3)
+        return LandingFolder(request.getfixturevalue("s3_bucket").url("landing"))
     return LandingFolder(f"memory://landing-{uuid.uuid4().hex}")
 
 
