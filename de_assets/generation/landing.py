@@ -50,6 +50,10 @@ class LandedFile:
     size: int  # bytes (of a link's target, as the filesystem reports it; the target is never read)
     modified: float  # seconds since the epoch
     refused: str | None = None  # why the file must not be read; None for a plain file in the folder
+    # The content's identity as the store reports it (an object store's ETag), None where there is
+    # none (local folders). Object stores keep times to the second: a rewrite of the same size within
+    # that second changes only this.
+    etag: str | None = None
 
 
 class LandingFolder:
@@ -107,6 +111,7 @@ class LandingFolder:
                     size=int(entry["size"]),
                     modified=self._modified(entry),
                     refused=self._refusal(name, entry, real_root),
+                    etag=entry.get("ETag"),
                 )
             )
         return sorted(files, key=lambda f: f.name)

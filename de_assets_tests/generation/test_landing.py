@@ -23,7 +23,7 @@ def test_write_list_read_remove_round_trip(folder):
     assert path.endswith("/b.jsonl")
     listed = folder.list()
     assert [f.name for f in listed] == ["a.jsonl", "b.jsonl"]
-    assert listed[1] == LandedFile("b.jsonl", 8, listed[1].modified)
+    assert listed[1] == LandedFile("b.jsonl", 8, listed[1].modified, etag=listed[1].etag)
     assert isinstance(listed[1].modified, float)
     assert before - 5 <= listed[1].modified <= time.time() + 5
     assert folder.read("b.jsonl") == b'{"x":1}\n'
