@@ -6,6 +6,7 @@ ticks in this process through the resource, whose filesystem instance fsspec sha
 
 import dataclasses
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -33,8 +34,12 @@ class Source:
 
 
 @pytest.fixture
-def landing(tmp_path, s3_bucket: Bucket) -> Landing:
-    return Landing(tmp_path, url=s3_bucket.url("landing"), cold_url=s3_bucket.url("cold"))
+def landing(tmp_path, s3_bucket: Bucket) -> Iterator[Landing]:
+    landing = Landing(tmp_path, url=s3_bucket.url("landing"), cold_url=s3_bucket.url("cold"))
+    yield landing
+    # A run on it made the instance's temporary folder (Dagster's default IO manager asks for it):
+    # removed now, not by a garbage collection that warns in whichever test it happens to fall.
+    landing.instance.dispose()
 
 
 @pytest.fixture
