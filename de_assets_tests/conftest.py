@@ -8,6 +8,9 @@ import pytest
 
 from de_assets_tests.servers.postgres import PostgresServer, start_postgres
 
+# The S3-compatible server (moto) and its per-test buckets.
+pytest_plugins = ["de_assets_tests.servers.s3"]
+
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:

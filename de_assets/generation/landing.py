@@ -25,10 +25,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from de_assets.security.identifiers import UnsafeNameError, safe_file_name
+from de_assets.storage.filesystem import open_folder
 
 _PREFIX = re.compile(r"^[A-Za-z0-9._-]{0,255}$")
 # Reasons in LandedFile.refused: short and without the name, so that callers can group them in logs.
@@ -50,6 +50,10 @@ class LandedFile:
     size: int  # bytes (of a link's target, as the filesystem reports it; the target is never read)
     modified: float  # seconds since the epoch
     refused: str | None = None  # why the file must not be read; None for a plain file in the folder
+    # The content's identity as the store reports it (an object store's ETag), None where there is
+    # none (local folders). Object stores keep times to the second: a rewrite of the same size within
+    # that second changes only this.
+    etag: str | None = None
 
 
 class LandingFolder:
@@ -57,8 +61,7 @@ class LandingFolder:
 
     def __init__(self, root: str, storage_options: Mapping[str, Any] | None = None) -> None:
         self.root = root
-        self._fs, self._path = fsspec.core.url_to_fs(root, **dict(storage_options or {}))
-        self._path = self._path.rstrip("/")
+        self._fs, self._path = open_folder(root, storage_options)
         # Only a local folder has links and special files; object stores and memory hold plain objects.
         self._local = isinstance(self._fs, LocalFileSystem)
 
@@ -108,6 +111,7 @@ class LandingFolder:
                     size=int(entry["size"]),
                     modified=self._modified(entry),
                     refused=self._refusal(name, entry, real_root),
+                    etag=entry.get("ETag"),
                 )
             )
         return sorted(files, key=lambda f: f.name)

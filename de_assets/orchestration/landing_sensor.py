@@ -8,8 +8,8 @@ captured before adds nothing), so the sensor thinks in days, not files:
   carries the :func:`~de_assets.orchestration.run_tags.raw_partition_lock` tag, so runs for the same
   day from any sensor, schedule or backfill wait for each other.
 - **Run key** ``<day>:<sequence>:<digest>``. The digest (16 hex digits of SHA-256) covers the name,
-  size and modification time of every file of the day; the sequence counts the sensor's requests for
-  the day. Any change (a new file, a file rewritten in place, a removal) gives a new digest and the
+  size and modification time of every file of the day (and its ETag on an object store, whose times
+  are whole seconds); the sequence counts the sensor's requests for the day. Any change (a new file, a file rewritten in place, a removal) gives a new digest and the
   next sequence, so the key is fresh even if the files return to an earlier state, and no file is ever
   skipped because a key was used. A tick evaluated again after a crash, before its cursor was saved,
   computes the same keys, and Dagster runs each key once.
@@ -18,6 +18,10 @@ captured before adds nothing), so the sensor thinks in days, not files:
   logged and replaced: every day with files is requested again. That is safe because runs are
   idempotent; a key equal to one requested before (sequence 1 and the very same files) is skipped by
   Dagster, and that earlier run covered exactly those files.
+- **No "newer than" cursor**: a tick compares each day's whole file set with the digest it remembers,
+  never times or listing order. Object stores list by key, not by time, and a file can land late for
+  an old day or keep an older time than one already seen: it is requested all the same. Each tick
+  lists the folder afresh (listings are never cached, see :mod:`de_assets.storage.filesystem`).
 - **Not requested**, and logged with the reason: entries the landing folder refuses (odd names,
   symbolic links, special files; ingestion refuses them too), names without a valid delivery day, days
   before the first partition. A day after the last complete partition (at the evaluation time) is
@@ -64,8 +68,9 @@ _NAMES_LOGGED = 10
 
 
 def files_digest(files: Iterable[LandedFile]) -> str:
-    """Digest of a day's files: any new, removed or rewritten file (new size or time) changes it."""
-    return short_digest(sorted([f.name, f.size, f.modified] for f in files))
+    """Digest of a day's files: any new, removed or rewritten file (new size, time or ETag) changes it."""
+    # The ETag only where the store has one: digests of local folders, and so their cursors, stay valid.
+    return short_digest(sorted([f.name, f.size, f.modified, *([f.etag] if f.etag else [])] for f in files))
 
 
 @dataclasses.dataclass(frozen=True)

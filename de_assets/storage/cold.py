@@ -26,11 +26,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec import AbstractFileSystem
-from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 
 from de_assets.security.identifiers import UnsafeNameError, safe_column_names
 from de_assets.security.redaction import redact_url
+from de_assets.storage.filesystem import open_folder
 from de_assets.storage.io_manager import TierIOManager
 from de_assets.storage.schema import merge_schemas
 from de_assets.storage.tier import PartitionKey, PartitionState, TableRef, TierStore, WriteStats, describe
@@ -129,8 +129,7 @@ class ColdStore:
 
     def _fs(self) -> tuple[AbstractFileSystem, str]:
         # A fresh lookup per call: fsspec caches instances, and nothing is held open between calls.
-        fs, base = url_to_fs(self.root, **self._storage_options)
-        return fs, base.rstrip("/")
+        return open_folder(self.root, self._storage_options)
 
     @staticmethod
     def _folder(table: TableRef, key: PartitionKey) -> str:
@@ -157,14 +156,12 @@ class ColdStore:
         if table.partition_field is None or (keys is not None and len(keys) == 1):
             key = keys[0] if table.partition_field is not None and keys else None
             folder = f"{base}/{self._folder(table, key)}"
-            fs.invalidate_cache(folder)  # another process may have written since fsspec cached a listing
             try:
                 paths = fs.ls(folder, detail=False)
             except FileNotFoundError:
                 paths = []
             return {key: {p.rstrip("/").rsplit("/", 1)[-1] for p in paths}}
         table_dir = f"{base}/{table.stage}/{table.name}"
-        fs.invalidate_cache(table_dir)
         prefix = f"{table.partition_field}="
         found: dict[PartitionKey, set[str]] = {}
         # find() without maxdepth: object stores answer it with one flat (paged) listing.

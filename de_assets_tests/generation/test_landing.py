@@ -7,10 +7,12 @@ import pytest
 from de_assets.generation.landing import LandedFile, LandingFolder
 
 
-@pytest.fixture(params=["local", "memory"])
+@pytest.fixture(params=["local", "memory", "s3"])
 def folder(request, tmp_path) -> LandingFolder:
     if request.param == "local":
         return LandingFolder(str(tmp_path / "landing"))
+    if request.param == "s3":  # a real S3-compatible server (de_assets_tests.servers.s3)
+        return LandingFolder(request.getfixturevalue("s3_bucket").url("landing"))
     return LandingFolder(f"memory://landing-{uuid.uuid4().hex}")
 
 
@@ -21,7 +23,7 @@ def test_write_list_read_remove_round_trip(folder):
     assert path.endswith("/b.jsonl")
     listed = folder.list()
     assert [f.name for f in listed] == ["a.jsonl", "b.jsonl"]
-    assert listed[1] == LandedFile("b.jsonl", 8, listed[1].modified)
+    assert listed[1] == LandedFile("b.jsonl", 8, listed[1].modified, etag=listed[1].etag)
     assert isinstance(listed[1].modified, float)
     assert before - 5 <= listed[1].modified <= time.time() + 5
     assert folder.read("b.jsonl") == b'{"x":1}\n'

@@ -1,5 +1,6 @@
 """The landing sensor on real landing folders: one request per changed delivery day, never a lost file."""
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -18,6 +19,7 @@ from de_assets.orchestration.landing_sensor import (
     LANDING_SENSOR,
     NO_DELIVERY_DAY,
     build_landing_sensor,
+    files_digest,
     plan_landing,
     run_key,
 )
@@ -42,18 +44,20 @@ def name(day: str, part: int) -> str:
 class Landing:
     """A real landing folder and the sensor's ticks over it, cursor carried from tick to tick."""
 
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, url: str | None = None, cold_url: str | None = None):
+        """A local landing folder under ``tmp_path``, or the one at ``url`` (e.g. ``s3://...``)."""
         self.root = tmp_path / "landing"
         self.root.mkdir()
-        self.folder = LandingFolder(str(self.root))
-        self.resource = LandingFolderResource(root=str(self.root))
+        url = url or str(self.root)
+        self.folder = LandingFolder(url)
+        self.resource = LandingFolderResource(root=url)
         self.definitions = dg.Definitions(
             assets=ASSETS,
             sensors=[SENSOR],
             resources={
                 "landing": self.resource,
                 "shop": ShopDatabaseResource(url=f"sqlite:///{tmp_path / 'shop.sqlite'}"),
-                "cold": ColdTierIOManager(root=str(tmp_path / "cold")),
+                "cold": ColdTierIOManager(root=cold_url or str(tmp_path / "cold")),
                 # Ingestion consults the suppression list (right to be forgotten) with this key.
                 "pii_key": PiiKeyResource(key_file=str(tmp_path / "secrets" / "pii.key")),
             },
@@ -304,17 +308,28 @@ def test_a_tick_over_ten_thousand_files_mostly_seen_is_fast(landing):
 # --- the planning function alone, without Dagster ----------------------------------------------------
 
 DAYS = [(FIRST + dt.timedelta(days=i)).isoformat() for i in range(3)]
-# A day's state: which of four files exist, each with a small size and a small modification time.
-day_states = st.dictionaries(st.integers(0, 3), st.tuples(st.integers(0, 2), st.integers(0, 2)), max_size=4)
+# A day's state: which of four files exist, each with a small size, a small modification time and an
+# ETag (None: a local folder's file).
+file_states = st.tuples(st.integers(0, 2), st.integers(0, 2), st.sampled_from([None, '"e1"', '"e2"']))
+day_states = st.dictionaries(st.integers(0, 3), file_states, max_size=4)
 folder_states = st.fixed_dictionaries({day: day_states for day in DAYS})
 
 
 def files_of(state) -> list[LandedFile]:
     return [
-        LandedFile(name(day, part), size, float(modified))
+        LandedFile(name(day, part), size, float(modified), etag=etag)
         for day, parts in state.items()
-        for part, (size, modified) in parts.items()
+        for part, (size, modified, etag) in parts.items()
     ]
+
+
+def test_digests_of_files_without_etags_did_not_change_so_saved_cursors_stay_valid():
+    files = [
+        LandedFile(name("2024-03-02", 1), 10, 1709337600.0),
+        LandedFile(name("2024-03-02", 2), 7, 1709337601.5),
+    ]
+    assert files_digest(files) == "65bb105d44209646"  # computed before ETags were part of the digest
+    assert files_digest([files[0], dataclasses.replace(files[1], etag='"e"')]) != "65bb105d44209646"
 
 
 @settings(max_examples=200, deadline=None)

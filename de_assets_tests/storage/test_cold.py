@@ -2,7 +2,7 @@
 
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -282,6 +282,19 @@ def test_location_hides_password(memory_folder: str) -> None:
         assert location.endswith("/transformation/orders/day=2024-01-01/part-0.parquet")
 
 
+def failing_write(written: list[str]) -> Callable[..., None]:
+    """A stand-in for ``cold._write_parquet`` that leaves half a file (its path added to ``written``) and
+    fails, as a full disk or a dropped connection does."""
+
+    def half_write(table, path: str, fs) -> None:
+        written.append(path)
+        with fs.open(path, "wb") as f:
+            f.write(b"PAR1" + b"\0" * 100)
+        raise OSError("write failed")
+
+    return half_write
+
+
 def test_crash_mid_write_keeps_the_old_partition(
     store: ColdStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -289,15 +302,8 @@ def test_crash_mid_write_keeps_the_old_partition(
     store.write(DAILY, {"2024-01-01": old})
     table_dir = tmp_path / "cold/transformation/orders"
     temporaries: list[str] = []
-
-    def half_write(table, path, fs) -> None:
-        temporaries.append(path)
-        with fs.open(path, "wb") as f:
-            f.write(b"PAR1" + b"\0" * 100)
-        raise OSError("disk full")
-
-    monkeypatch.setattr(cold, "_write_parquet", half_write)
-    with pytest.raises(OSError, match="disk full"):
+    monkeypatch.setattr(cold, "_write_parquet", failing_write(temporaries))
+    with pytest.raises(OSError, match="write failed"):
         store.write(DAILY, {"2024-01-01": orders(50, 7)})
     assert len(temporaries) == 1
     assert files_under(table_dir) == ["day=2024-01-01/part-0.parquet"]  # the temporary was cleaned up
@@ -498,8 +504,15 @@ def test_removed_upstream_partition_is_an_error_even_when_missing_is_allowed(tmp
     assert not (tmp_path / "serving").exists()
 
 
-def test_io_manager_on_an_fsspec_url(memory_folder: str) -> None:
-    root = f"memory://{memory_folder}"
+@pytest.fixture(params=["memory", "s3"])
+def fsspec_root(request: pytest.FixtureRequest) -> str:
+    if request.param == "s3":  # a real S3-compatible server; endpoint and keys from the AWS variables
+        return request.getfixturevalue("s3_bucket").url("cold")
+    return f"memory://{request.getfixturevalue('memory_folder')}"
+
+
+def test_io_manager_on_an_fsspec_url(fsspec_root: str) -> None:
+    root = fsspec_root
 
     @dg.asset(partitions_def=PARTITIONS)
     def events() -> pd.DataFrame:
