@@ -1,7 +1,8 @@
 """The production profile, as a deployment runs it: settings only, on real servers on 127.0.0.1.
 
 One deployment for the module: a PostgreSQL cluster (the shop, the hot tier and the Dagster instance),
-a Redis broker with a password and two `de-assets worker` processes (Celery). `de-assets run` runs the
+an S3-compatible server (moto: the landing folder and the cold tier in a bucket), a Redis broker with a
+password and two `de-assets worker` processes (Celery). `de-assets run` runs the
 lifecycle for three days with DE_ASSETS_PROFILE=production. The same command on the embedded default
 (same seed, key and days) is the reference: every table must hold the same rows, apart from the
 columns that record when the pipeline itself ran. The instance limits the ``hot_tier`` pool to one
@@ -34,6 +35,7 @@ from de_assets.storage.hot import HotStore
 from de_assets.storage.tier import TableRef
 from de_assets_tests.servers.celery import celery_workers
 from de_assets_tests.servers.redis import RedisServer, running_redis
+from de_assets_tests.servers.s3 import Bucket, aws_environment, create_bucket
 
 DAYS = 3
 TRAFFIC = ["--orders-per-day", "300", "--events-per-day", "1500"]
@@ -56,6 +58,7 @@ CELERY_WORKER = "Celery worker"  # dagster-celery's engine-event metadata: the w
 @dataclass
 class Deployment:
     env: dict[str, str]
+    bucket: Bucket
     home: Path
     run: subprocess.CompletedProcess[str]
     events: list[dg.EventLogEntry]  # of the main job's run
@@ -139,12 +142,14 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory, postgres_server, redis_server) -> Deployment:
+def deployment(tmp_path_factory, postgres_server, redis_server, s3_endpoint) -> Deployment:
     root = tmp_path_factory.mktemp("production")
     home, logs = root / "home", root / "logs"
     logs.mkdir()
+    bucket = create_bucket(s3_endpoint)
     env = environment(
         home,
+        **aws_environment(s3_endpoint, root),
         DE_ASSETS_PROFILE="production",
         DE_ASSETS_SOURCE_DB_URL=postgres_server.create_database("shop"),
         DE_ASSETS_HOT_URL=postgres_server.create_database("warehouse"),
@@ -152,8 +157,8 @@ def deployment(tmp_path_factory, postgres_server, redis_server) -> Deployment:
         DE_ASSETS_INSTANCE_DB_URL=postgres_server.create_database("dagster").replace(
             "+psycopg:", "+psycopg2:"
         ),
-        DE_ASSETS_LANDING_DIR=str(home / "landing"),
-        DE_ASSETS_COLD_URL=str(home / "cold"),
+        DE_ASSETS_LANDING_DIR=bucket.url("landing"),
+        DE_ASSETS_COLD_URL=bucket.url("cold"),
         **{CELERY_BROKER_URL: redis_server.url()},
     )
     # The instance `de-assets run` will use, with the hot_tier pool at one step (production's default
@@ -188,6 +193,7 @@ def deployment(tmp_path_factory, postgres_server, redis_server) -> Deployment:
         pytest.skip("the UTC day changed between the two runs: they simulated different days")
     return Deployment(
         env=env,
+        bucket=bucket,
         home=home,
         run=run,
         events=events,
@@ -264,3 +270,22 @@ def test_no_secret_reaches_an_output_or_a_file(deployment, redis_server):
         assert secret not in deployment.run.stdout + deployment.run.stderr
     stored = [p for p in deployment.home.parent.rglob("*") if p.is_file()]
     assert not [p for p in stored if any(s.encode() in p.read_bytes() for s in secrets)]
+
+
+def test_landing_and_cold_tier_are_in_the_bucket(deployment):
+    import s3fs
+
+    store = s3fs.S3FileSystem(
+        skip_instance_cache=True,
+        endpoint_url=deployment.bucket.endpoint,
+        key=deployment.env["AWS_ACCESS_KEY_ID"],
+        secret=deployment.env["AWS_SECRET_ACCESS_KEY"],
+    )
+    landed = store.ls(deployment.bucket.url("landing"))
+    assert len(landed) >= DAYS  # several clickstream batches a day
+    for day in deployment.days:
+        for asset in ("raw_orders", "raw_customers", "raw_events"):
+            assert store.ls(deployment.bucket.url(f"cold/ingestion/{asset}/day={day}")), (asset, day)
+    # Nothing of the tiers fell back to files under the home.
+    assert not (deployment.home / "cold").exists()
+    assert not (deployment.home / "landing").exists()

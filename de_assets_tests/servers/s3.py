@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -29,6 +30,32 @@ class Bucket:
 
     def url(self, prefix: str) -> str:
         return f"s3://{self.name}/{prefix}"
+
+
+def aws_environment(endpoint: str, scratch: Path) -> dict[str, str]:
+    """The AWS variables of a process that uses the test server (``scratch``: an empty folder)."""
+    nowhere = scratch / "absent"
+    return {
+        "AWS_ENDPOINT_URL_S3": endpoint,
+        "AWS_DEFAULT_REGION": _REGION,
+        "AWS_ACCESS_KEY_ID": _ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": _SECRET_KEY,
+        "AWS_CONFIG_FILE": str(nowhere),
+        "AWS_SHARED_CREDENTIALS_FILE": str(nowhere),
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+
+
+def create_bucket(endpoint: str) -> Bucket:
+    """A new bucket on the test server, made with explicit credentials (no environment needed)."""
+    import s3fs
+
+    admin = s3fs.S3FileSystem(
+        skip_instance_cache=True, endpoint_url=endpoint, key=_ACCESS_KEY, secret=_SECRET_KEY
+    )
+    bucket = Bucket(f"test-{uuid.uuid4().hex[:20]}", endpoint)
+    admin.mkdir(bucket.name)
+    return bucket
 
 
 @pytest.fixture(scope="session")
@@ -52,18 +79,9 @@ def s3_bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path_factor
     """A new bucket, with the AWS variables set for this test; the bucket is deleted afterwards."""
     import s3fs
 
-    nowhere = tmp_path_factory.mktemp("aws") / "absent"
     for variable in _CLEARED:
         monkeypatch.delenv(variable, raising=False)
-    for variable, value in {
-        "AWS_ENDPOINT_URL_S3": s3_endpoint,
-        "AWS_DEFAULT_REGION": _REGION,
-        "AWS_ACCESS_KEY_ID": _ACCESS_KEY,
-        "AWS_SECRET_ACCESS_KEY": _SECRET_KEY,
-        "AWS_CONFIG_FILE": str(nowhere),
-        "AWS_SHARED_CREDENTIALS_FILE": str(nowhere),
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }.items():
+    for variable, value in aws_environment(s3_endpoint, tmp_path_factory.mktemp("aws")).items():
         monkeypatch.setenv(variable, value)
     # fsspec keeps one S3FileSystem per set of options, built with the environment of its first use.
     s3fs.S3FileSystem.clear_instance_cache()
