@@ -28,7 +28,7 @@ from typing import Any
 from fsspec.implementations.local import LocalFileSystem
 
 from de_assets.security.identifiers import UnsafeNameError, safe_file_name
-from de_assets.storage.filesystem import open_folder
+from de_assets.storage.filesystem import ensure_folder, open_folder
 
 _PREFIX = re.compile(r"^[A-Za-z0-9._-]{0,255}$")
 # Reasons in LandedFile.refused: short and without the name, so that callers can group them in logs.
@@ -72,7 +72,7 @@ class LandingFolder:
         """Write ``data`` as ``name`` so that readers see either no file or all of it; returns its path."""
         final = self._full(name)
         temporary = f"{self._path}/.{name}.{uuid.uuid4().hex}.tmp"
-        self._fs.makedirs(self._path, exist_ok=True)
+        ensure_folder(self._fs, self._path)
         try:
             self._fs.pipe_file(temporary, data)
             self._fs.mv(temporary, final)

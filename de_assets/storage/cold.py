@@ -30,7 +30,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from de_assets.security.identifiers import UnsafeNameError, safe_column_names
 from de_assets.security.redaction import redact_url
-from de_assets.storage.filesystem import open_folder
+from de_assets.storage.filesystem import ensure_folder, open_folder
 from de_assets.storage.io_manager import TierIOManager
 from de_assets.storage.schema import merge_schemas
 from de_assets.storage.tier import PartitionKey, PartitionState, TableRef, TierStore, WriteStats, describe
@@ -252,7 +252,7 @@ class ColdStore:
         folder = f"{base}/{self._folder(table, key)}"
         target = f"{folder}/{self._data_name(table)}"
         temporary = f"{folder}/_tmp-{uuid.uuid4().hex}{_TEMPORARY_SUFFIX}"
-        fs.makedirs(folder, exist_ok=True)
+        ensure_folder(fs, folder)
         try:
             _write_parquet(data, temporary, fs)
             size = fs.size(temporary)
@@ -354,7 +354,7 @@ class ColdStore:
         key = table.check_key(key)
         fs, base = self._fs()
         folder = f"{base}/{self._folder(table, key)}"
-        fs.makedirs(folder, exist_ok=True)
+        ensure_folder(fs, folder)
         marker = {"reason": reason, "removed_at": datetime.now(UTC).isoformat()}
         # The marker first: a crash before the delete leaves a partition that reads as REMOVED.
         fs.pipe_file(f"{folder}/{REMOVED_MARKER}", json.dumps(marker).encode())

@@ -32,3 +32,11 @@ def open_folder(url: str, storage_options: Mapping[str, Any] | None = None) -> t
         options["use_listings_cache"] = False
     fs, path = fsspec.core.url_to_fs(url, **options)
     return fs, path.rstrip("/")
+
+
+def ensure_folder(fs: AbstractFileSystem, path: str) -> None:
+    """Make ``path`` a folder where folders exist (local disks). Object stores have no folders, and
+    s3fs's ``makedirs`` would create a missing *bucket*: a misspelt bucket name must fail the write
+    (NoSuchBucket), never send the data to a new bucket."""
+    if isinstance(fs, LocalFileSystem):
+        fs.makedirs(path, exist_ok=True)

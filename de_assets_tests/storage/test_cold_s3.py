@@ -188,3 +188,14 @@ def test_the_suppression_list_in_the_bucket_is_seen_at_once_by_every_process(sto
     assert suppression_list(store) == {"token-1"}
     suppress(store, "token-2", now)
     assert suppression_list(other_process(s3_bucket)) == {"token-1", "token-2"}
+
+
+def test_a_missing_bucket_fails_the_write_and_is_never_created(s3_bucket, separate_s3):
+    from de_assets.generation.landing import LandingFolder
+
+    missing = f"{s3_bucket.name}-misspelt"
+    with pytest.raises(FileNotFoundError):
+        ColdStore(f"s3://{missing}/cold").write(DAILY, {DAYS[0]: orders(1, 3)})
+    with pytest.raises(FileNotFoundError):
+        LandingFolder(f"s3://{missing}/landing").write_atomic("clickstream_2024-01-01_01.jsonl", b"{}\n")
+    assert not separate_s3.exists(missing)
