@@ -36,9 +36,13 @@ def _frame(day: str, n: int, offset: int = 0) -> pd.DataFrame:
     )
 
 
-@pytest.fixture
-def stores(tmp_path):
-    hot, cold = HotStore(f"duckdb:///{tmp_path / 'hot.duckdb'}"), ColdStore(str(tmp_path / "cold"))
+@pytest.fixture(params=["duckdb", "postgresql"])
+def stores(request, tmp_path):
+    if request.param == "postgresql":
+        hot = HotStore(request.getfixturevalue("postgres_server").create_database())
+    else:
+        hot = HotStore(f"duckdb:///{tmp_path / 'hot.duckdb'}")
+    cold = ColdStore(str(tmp_path / "cold"))
     days = ["2026-11-01", "2026-11-02", "2026-11-03"]
     hot.write(TABLE, {day: _frame(day, 3, offset=10 * i) for i, day in enumerate(days)})
     return hot, cold, TieredStore(hot, cold), days
@@ -73,7 +77,7 @@ def test_a_moved_partition_reads_the_same_from_the_cold_tier(stores, tmp_path):
     pd.testing.assert_frame_equal(tiered.read(TABLE, days), before)
     assert tiered.states(TABLE, days) == dict.fromkeys(days, PartitionState.PRESENT)
     assert tiered.location(TABLE, "2026-11-01").startswith(str(tmp_path / "cold"))
-    assert "duckdb" in tiered.location(TABLE, "2026-11-03")
+    assert tiered.location(TABLE, "2026-11-03") == hot.location(TABLE, "2026-11-03")
     found = tiered.lookup(TABLE, "thing_id", [1, 11, 21, 99], ["thing_id", "label"])
     assert sorted(found["label"]) == ["2026-11-01-1", "2026-11-02-1", "2026-11-03-1"]
     assert tier(hot, cold, [TABLE], before=dt.date(2026, 11, 3)) == []  # nothing left to move
