@@ -377,6 +377,7 @@ class HotStore(TierStore):
     def read(self, table: TableRef, keys: Sequence[PartitionKey]) -> pd.DataFrame:
         checked = [table.check_key(k) for k in keys]
         with self._session() as session:
+            self._dialect.lock_for_read(session.conn, _physical_name(self._dialect, table))
             return self._read(session, table, checked)
 
     def load(
@@ -385,6 +386,7 @@ class HotStore(TierStore):
         """``columns``: read only these (default all); the database sends nothing else."""
         checked = [table.check_key(k) for k in keys]
         with self._session() as session:
+            self._dialect.lock_for_read(session.conn, _physical_name(self._dialect, table))
             states = self._states(session, table, checked)
             present = [k for k in checked if states[k] is PartitionState.PRESENT]
             return states, self._read(session, table, present, columns)
@@ -433,6 +435,7 @@ class HotStore(TierStore):
         wanted = list(dict.fromkeys(columns))
         unique = list(dict.fromkeys(values))
         with self._session() as session:
+            self._dialect.lock_for_read(session.conn, _physical_name(self._dialect, table))
             declared = session.declared(table)
             if declared is None:
                 return pd.DataFrame({name: pd.Series(dtype="object") for name in wanted})
@@ -453,6 +456,7 @@ class HotStore(TierStore):
     def remove(self, table: TableRef, key: PartitionKey, reason: str) -> None:
         key = table.check_key(key)
         with self._session() as session:
+            self._dialect.lock_for_write(session.conn, _physical_name(self._dialect, table))
             declared = session.declared(table)
             if declared is not None:
                 session.delete(session.definition(table, declared), [key])
@@ -471,6 +475,7 @@ class HotStore(TierStore):
         """Drop the partition's rows and record, in the same transaction, that the cold tier holds it."""
         key = table.check_key(key) or ""
         with self._session() as session:
+            self._dialect.lock_for_write(session.conn, _physical_name(self._dialect, table))
             declared = session.declared(table)
             if declared is not None:
                 session.delete(session.definition(table, declared), [key])

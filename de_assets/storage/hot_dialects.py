@@ -117,6 +117,9 @@ class GenericDialect:
     def lock_for_write(self, conn: sa.Connection, physical_name: str) -> None:
         """Serialise writers of one table until the transaction ends (embedded databases lock the file)."""
 
+    def lock_for_read(self, conn: sa.Connection, physical_name: str) -> None:
+        """Keep writers of one table out until the reading transaction ends (see PostgreSQL's)."""
+
     def schema_qualifier(self, conn: sa.Connection) -> str:
         """Prefix that makes a schema name unambiguous on this connection (``""`` when not needed)."""
         return ""

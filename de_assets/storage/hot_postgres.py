@@ -98,6 +98,16 @@ class PostgresDialect(GenericDialect):
         # Writers of one table queue here, so none reads a declared schema another is about to change.
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(physical_name, 0))))
 
+    def lock_for_read(self, conn: sa.Connection, physical_name: str) -> None:
+        # Dropping and attaching children is not MVCC-safe: a reader whose snapshot predates a swap
+        # would find the old child gone and the new one's rows invisible (an empty partition). Readers
+        # share this lock, writers take it alone, so no swap commits while a read is in flight. It is
+        # an advisory lock, not a table lock: a reader's second (ADBC) connection never queues behind
+        # a writer waiting for it, which would deadlock through the client.
+        conn.execute(
+            sa.select(sa.func.pg_advisory_xact_lock_shared(sa.func.hashtextextended(physical_name, 0)))
+        )
+
     def maintenance_statements(self) -> tuple[str, ...]:
         # Orphans of a crashed write: staging tables never attached, older than an hour.
         return (

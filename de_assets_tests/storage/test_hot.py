@@ -4,6 +4,7 @@ import datetime as dt
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -585,3 +586,45 @@ def test_postgres_large_partition_reads_back_in_written_order(postgres_server) -
     store.write(DAILY, {D1: frame, D2: frame.head(10)})
     expected = pd.concat([frame, frame.head(10)], ignore_index=True)
     pd.testing.assert_frame_equal(store.read(DAILY, [D1, D2]), expected)
+
+
+def test_postgres_concurrent_writers_and_readers_see_whole_versions_only(postgres_server) -> None:
+    url = postgres_server.create_database()
+    versions = {n: mixed_frame(100 * n, 50 + n) for n in range(6)}
+    HotStore(url).write(DAILY, {D1: versions[0], D2: versions[0]})
+    errors: list[BaseException] = []
+    seen: set[int] = set()
+    stop = threading.Event()
+
+    def write(numbers: list[int]) -> None:
+        try:
+            for n in numbers:
+                HotStore(url).write(DAILY, {D1: versions[n]})
+        except BaseException as error:
+            errors.append(error)
+
+    def read() -> None:
+        try:
+            while not stop.is_set():
+                frame = HotStore(url).read(DAILY, [D1])
+                # Each read is one whole version: its length names it, its rows must be exactly that one.
+                n = len(frame) - 50
+                pd.testing.assert_frame_equal(frame, versions[n])
+                seen.add(n)
+        except BaseException as error:
+            errors.append(error)
+
+    reader = threading.Thread(target=read)
+    writers = [threading.Thread(target=write, args=(numbers,)) for numbers in ([1, 2, 3], [4, 5, 1])]
+    reader.start()
+    for thread in writers:
+        thread.start()
+    for thread in writers:
+        thread.join()
+    stop.set()
+    reader.join()
+    assert not errors, errors
+    assert len(seen) >= 2  # the reader saw the partition change under it
+    final = HotStore(url).read(DAILY, [D1, D2])
+    assert len(final) - len(versions[0]) - 50 in (1, 3)  # the last write of either writer, whole
+    assert sorted(postgres_tables(url, "ingestion").values()) == [True, True]  # no staging table left
