@@ -402,15 +402,29 @@ def _events_frame(
     by_time = values["event_time"].iloc[kept].reset_index(drop=True).sort_values(kind="stable").index
     order = kept[by_time.to_numpy()]
     columns: dict[str, pd.Series] = {}
-    for name in CONTRACT_VALUE_COLUMNS:
-        columns[name] = values.pop(name).take(order).reset_index(drop=True)
-    for name in ("source_file", "line_number", "delivery_day", "ingested_at"):
-        columns[name] = lines.pop(name).take(order).reset_index(drop=True)
-    rate = columns["currency"].map(dict(rates)).astype("float64")
-    columns["amount_eur"] = columns["amount"] * rate
-    columns["processed_at"] = pd.Series(pd.Timestamp(processed_at).tz_convert("UTC"), index=rate.index)
-    columns["lateness_days"] = pd.Series(lateness[by_time.to_numpy()], index=rate.index)
-    return pd.DataFrame({name: columns[name] for name in EVENT_COLUMNS}).astype(EVENT_COLUMNS)
+    taken = [(values, name) for name in CONTRACT_VALUE_COLUMNS] + [(lines, name) for name in _META]
+    for frame, name in taken:
+        columns[name] = frame.pop(name).take(order).reset_index(drop=True)
+        # Taking from the batches' chunks first joins them (a transient copy of the column): without
+        # this, the allocators keep those copies and every column's adds to the peak.
+        release_freed_memory()
+    index = columns["currency"].index
+    columns["amount_eur"] = columns["amount"] * _rates_of(columns["currency"], rates)
+    columns["processed_at"] = pd.Series(pd.Timestamp(processed_at).tz_convert("UTC"), index=index)
+    columns["lateness_days"] = pd.Series(lateness[by_time.to_numpy()], index=index)
+    # copy=False: the columns as they are, not consolidated into new 2-D blocks (a copy of each).
+    return pd.DataFrame({name: columns[name] for name in EVENT_COLUMNS}, copy=False).astype(EVENT_COLUMNS)
+
+
+def _rates_of(currency: pd.Series, rates: Mapping[str, float]) -> pd.Series:
+    """The rate of each row's currency, NaN where it has none or an unknown one.
+
+    Looked up by Arrow (``Series.map`` would make a Python string of every row's currency).
+    """
+    factor = np.array([*rates.values(), np.nan], dtype="float64")
+    known = pa.array(list(rates), pa.string())
+    position = pc.fill_null(pc.index_in(pa.array(currency), value_set=known), len(known))
+    return pd.Series(factor[position.to_numpy()], index=currency.index)
 
 
 def _quarantine(

@@ -18,6 +18,7 @@ from de_assets.ingestion.clickstream_files import assemble_partition, parse_file
 from de_assets.transformation import events as events_module
 from de_assets.transformation.events import (
     EVENT_COLUMNS,
+    _rates_of,
     build_events,
     id_hashes,
     later_deliveries,
@@ -490,3 +491,10 @@ def test_colliding_id_hashes_give_the_same_partition(monkeypatch, hash_ids):
     pd.testing.assert_frame_equal(collided.quarantine, expected.quarantine)
     assert collided.conservation == expected.conservation
     assert collided.conservation.dropped_by == {"duplicate": 1}
+
+
+def test_rates_are_looked_up_per_currency_and_missing_where_unknown():
+    currency = pd.Series(["EUR", None, "USD", "XXX", "GBP", "USD"], dtype="str")
+    rates = _rates_of(currency, RATES)
+    np.testing.assert_array_equal(rates.to_numpy(), [1.0, np.nan, 0.9, np.nan, 1.15, 0.9])
+    pd.testing.assert_series_equal(rates, currency.map(RATES).astype("float64"))
