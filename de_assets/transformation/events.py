@@ -26,9 +26,10 @@ unique within a partition, and across partitions only while re-sends keep their 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -304,6 +305,46 @@ def _late_detail(event_day: np.ndarray, day: dt.date, limit: str) -> np.ndarray:
     return text.to_numpy(object)
 
 
+def id_hashes(ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A 64-bit hash (DuckDB's ``hash``) of each id, in order; missing ids all hash alike."""
+    with duckdb.connect(":memory:") as con:
+        con.register("ids", pa.table({"id": ids}))
+        # A plain projection keeps the rows in order (DuckDB preserves insertion order by default).
+        return con.sql("SELECT hash(id) AS h FROM ids").fetchnumpy()["h"]
+
+
+def later_deliveries(
+    ids: pa.Array | pa.ChunkedArray,
+    candidates: np.ndarray,
+    hash_ids: Callable[[pa.Array | pa.ChunkedArray], np.ndarray] = id_hashes,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which of the rows ``candidates`` (in delivery order) repeat the id of an earlier one.
+
+    Returns a mask over ``candidates`` and, for each row it marks (in ``candidates`` order), the row
+    of the id's first delivery. Ids are grouped by a 64-bit hash of all rows (8 bytes per row; a hash
+    table of millions of id strings costs hundreds of MB), and only the few candidates whose hash is
+    not unique are grouped by their text: two distinct ids whose hashes collide are never merged. A
+    missing id is an id too (as ``duplicated`` has it).
+    """
+    hashes = hash_ids(ids)[candidates]
+    order = np.argsort(hashes, kind="stable")
+    same = hashes[order[1:]] == hashes[order[:-1]]
+    shared = np.zeros(len(candidates), bool)  # the hash is another candidate's too
+    shared[order[1:][same]] = True
+    shared[order[:-1][same]] = True
+    del hashes, order, same
+    positions = np.flatnonzero(shared)  # ascending, so in delivery order
+    text = ids.take(candidates[positions])
+    codes = pc.index_in(text, pc.unique(text), skip_nulls=False).to_numpy()
+    first_of_code = np.unique(codes, return_index=True)[1]
+    repeat = np.ones(len(codes), bool)
+    repeat[first_of_code] = False
+    later = np.zeros(len(candidates), bool)
+    later[positions[repeat]] = True
+    first = candidates[positions[first_of_code]][np.searchsorted(codes[first_of_code], codes[repeat])]
+    return later, first
+
+
 def _dedupe(
     values: pd.DataFrame, candidates: np.ndarray, lines: pd.DataFrame
 ) -> tuple[np.ndarray, int, pd.Series]:
@@ -313,16 +354,10 @@ def _dedupe(
     delivery (indexed by position) a detail naming the differing fields and the first delivery. Only
     the ids of all candidates are looked at; contents only for the few later copies and their firsts.
     """
-    # Codes from Arrow's hash kernels: pandas would make a Python string of every id (millions of them,
-    # and their heap stays with the process). A missing id gets a code too, as duplicated() does.
     ids = pa.array(values["event_id"])  # the column's own Arrow data, no copy
-    codes = pc.index_in(ids, pc.unique(ids), skip_nulls=False).to_numpy()[candidates]
-    first_of_code = np.unique(codes, return_index=True)[1]
-    later = np.ones(len(codes), bool)
-    later[first_of_code] = False
+    later, first = later_deliveries(ids, candidates, id_hashes)
     if not later.any():
         return candidates, 0, pd.Series(dtype="str")
-    first = candidates[first_of_code][np.searchsorted(codes[first_of_code], codes[later])]
     content = values[_CONTENT]
     copy = content.iloc[candidates[later]].reset_index(drop=True)
     original = content.iloc[first].reset_index(drop=True)
@@ -367,15 +402,29 @@ def _events_frame(
     by_time = values["event_time"].iloc[kept].reset_index(drop=True).sort_values(kind="stable").index
     order = kept[by_time.to_numpy()]
     columns: dict[str, pd.Series] = {}
-    for name in CONTRACT_VALUE_COLUMNS:
-        columns[name] = values.pop(name).take(order).reset_index(drop=True)
-    for name in ("source_file", "line_number", "delivery_day", "ingested_at"):
-        columns[name] = lines.pop(name).take(order).reset_index(drop=True)
-    rate = columns["currency"].map(dict(rates)).astype("float64")
-    columns["amount_eur"] = columns["amount"] * rate
-    columns["processed_at"] = pd.Series(pd.Timestamp(processed_at).tz_convert("UTC"), index=rate.index)
-    columns["lateness_days"] = pd.Series(lateness[by_time.to_numpy()], index=rate.index)
-    return pd.DataFrame({name: columns[name] for name in EVENT_COLUMNS}).astype(EVENT_COLUMNS)
+    taken = [(values, name) for name in CONTRACT_VALUE_COLUMNS] + [(lines, name) for name in _META]
+    for frame, name in taken:
+        columns[name] = frame.pop(name).take(order).reset_index(drop=True)
+        # Taking from the batches' chunks first joins them (a transient copy of the column): without
+        # this, the allocators keep those copies and every column's adds to the peak.
+        release_freed_memory()
+    index = columns["currency"].index
+    columns["amount_eur"] = columns["amount"] * _rates_of(columns["currency"], rates)
+    columns["processed_at"] = pd.Series(pd.Timestamp(processed_at).tz_convert("UTC"), index=index)
+    columns["lateness_days"] = pd.Series(lateness[by_time.to_numpy()], index=index)
+    # copy=False: the columns as they are, not consolidated into new 2-D blocks (a copy of each).
+    return pd.DataFrame({name: columns[name] for name in EVENT_COLUMNS}, copy=False).astype(EVENT_COLUMNS)
+
+
+def _rates_of(currency: pd.Series, rates: Mapping[str, float]) -> pd.Series:
+    """The rate of each row's currency, NaN where it has none or an unknown one.
+
+    Looked up by Arrow (``Series.map`` would make a Python string of every row's currency).
+    """
+    factor = np.array([*rates.values(), np.nan], dtype="float64")
+    known = pa.array(list(rates), pa.string())
+    position = pc.fill_null(pc.index_in(pa.array(currency), value_set=known), len(known))
+    return pd.Series(factor[position.to_numpy()], index=currency.index)
 
 
 def _quarantine(

@@ -6,13 +6,23 @@ from collections import Counter
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from de_assets.generation.clickstream import generate_clickstream_day
 from de_assets.generation.defects import DefectRates
 from de_assets.ingestion.clickstream_files import assemble_partition, parse_file, parse_rejects
-from de_assets.transformation.events import EVENT_COLUMNS, build_events
+from de_assets.transformation import events as events_module
+from de_assets.transformation.events import (
+    EVENT_COLUMNS,
+    _rates_of,
+    build_events,
+    id_hashes,
+    later_deliveries,
+)
 from de_assets.transformation.quarantine import QUARANTINE_COLUMNS
 
 from .clickstream_lines import DAY, PROCESSED, RATES, build, event, has_layout, iso, raw_of
@@ -426,3 +436,65 @@ def test_no_batches_at_all_give_empty_frames_with_the_layout():
     assert result.events.empty
     assert result.quarantine.empty
     assert result.conservation.rows_in == 0
+
+
+# --- dedupe by 64-bit id hashes: a collision never merges two distinct ids
+
+
+def _constant_hash(ids) -> np.ndarray:
+    return np.zeros(len(ids), np.uint64)  # every id collides with every other
+
+
+def _hash_by_length(ids) -> np.ndarray:
+    return np.asarray(pc.fill_null(pc.utf8_length(ids), 0), dtype=np.uint64)
+
+
+@pytest.mark.parametrize("hash_ids", [id_hashes, _constant_hash, _hash_by_length])
+def test_later_deliveries_follow_the_id_text_whatever_the_hash(hash_ids):
+    ids = pa.array(["a", "bb", "a", "cc", None, "bb", "dd", None, "a", "e"])
+    candidates = np.array([9, 8, 7, 6, 5, 4, 3, 2, 1, 0])  # delivery order: rows from last to first
+    later, first = later_deliveries(ids, candidates, hash_ids)
+    # Rows in delivery order: e(9) a(8) None(7) dd(6) bb(5) None(4) cc(3) a(2) bb(1) a(0)
+    assert later.tolist() == [False, False, False, False, False, True, False, True, True, True]
+    assert first.tolist() == [7, 8, 5, 8]  # None(4) -> None(7), a(2) -> a(8), bb(1) -> bb(5), a(0) -> a(8)
+
+
+def test_later_deliveries_of_no_candidates():
+    later, first = later_deliveries(pa.array(["a", "a"]), np.array([], np.int64))
+    assert (later.tolist(), first.tolist()) == ([], [])
+
+
+def test_id_hashes_are_64_bit_in_row_order():
+    ids = pa.chunked_array([[f"id-{k}" for k in range(3000)], [f"id-{k}" for k in range(3000)] + [None]])
+    hashes = id_hashes(ids)
+    assert hashes.dtype == np.uint64
+    assert len(hashes) == 6001
+    assert (hashes[:3000] == hashes[3000:6000]).all()
+    assert len(np.unique(hashes[:3000])) == 3000
+
+
+@pytest.mark.parametrize("hash_ids", [_constant_hash, _hash_by_length])
+def test_colliding_id_hashes_give_the_same_partition(monkeypatch, hash_ids):
+    later = [
+        event(event_id="a"),  # a duplicate
+        event(event_id="b", page="/y", event_time=iso(DAY, 43_201)),  # a conflicting re-send
+        event(event_id="cc"),  # new, same length as "dd": collides under both hashes
+        event(event_id="dd", page="/z"),
+    ]
+    first = [event(event_id="a"), event(event_id="b", page="/x"), event(event_id="e")]
+    raw = raw_of({(DAY, 1): later, (DAY, 2): first}, hours={(DAY, 1): 23, (DAY, 2): 5})
+    expected = build(raw)
+    assert sorted(expected.events["event_id"]) == ["a", "b", "cc", "dd", "e"]
+    monkeypatch.setattr(events_module, "id_hashes", hash_ids)
+    collided = build(raw)
+    pd.testing.assert_frame_equal(collided.events, expected.events)
+    pd.testing.assert_frame_equal(collided.quarantine, expected.quarantine)
+    assert collided.conservation == expected.conservation
+    assert collided.conservation.dropped_by == {"duplicate": 1}
+
+
+def test_rates_are_looked_up_per_currency_and_missing_where_unknown():
+    currency = pd.Series(["EUR", None, "USD", "XXX", "GBP", "USD"], dtype="str")
+    rates = _rates_of(currency, RATES)
+    np.testing.assert_array_equal(rates.to_numpy(), [1.0, np.nan, 0.9, np.nan, 1.15, 0.9])
+    pd.testing.assert_series_equal(rates, currency.map(RATES).astype("float64"))
