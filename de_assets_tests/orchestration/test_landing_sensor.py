@@ -5,7 +5,6 @@ import datetime as dt
 import json
 import os
 import re
-import time
 
 import dagster as dg
 import pytest
@@ -290,7 +289,8 @@ def test_an_older_cursor_day_without_files_keeps_its_sequence(landing):
     assert KEY.fullmatch(requested(landing.tick())["2024-03-02"]).group(2) == "2"
 
 
-def test_a_tick_over_ten_thousand_files_mostly_seen_is_fast(landing):
+def test_a_tick_over_ten_thousand_files_mostly_seen_requests_only_the_changed_day(landing):
+    # How long such a tick takes is measured by benchmarks/bench_hot_paths.py, not here.
     days = [(FIRST + dt.timedelta(days=i)).isoformat() for i in range(9)]
     for i in range(10_000):
         (landing.root / name(days[i % len(days)], i // len(days))).write_bytes(b"{}\n")
@@ -298,11 +298,7 @@ def test_a_tick_over_ten_thousand_files_mostly_seen_is_fast(landing):
     assert sorted(requested(first)) == days
     assert len(first.cursor) < 1_000  # per day, not per file
     landing.land(days[3], 9_999)
-    started = time.perf_counter()
-    data = landing.tick()
-    elapsed = time.perf_counter() - started
-    assert list(requested(data)) == [days[3]]
-    assert elapsed < 1.0, f"a tick over 10,000 files took {elapsed:.3f} s"
+    assert list(requested(landing.tick())) == [days[3]]
 
 
 # --- the planning function alone, without Dagster ----------------------------------------------------

@@ -5,7 +5,6 @@ import hashlib
 import hmac
 import os
 import stat
-import time
 
 import pandas as pd
 import pytest
@@ -83,14 +82,12 @@ def test_equal_values_equal_tokens_and_only_those(values):
         assert result.iloc[i] == hmac_token(KEY.secret, a, "customer")
 
 
-def test_tokens_are_fast():
+def test_tokens_of_many_values_are_all_made():
+    # How long 200,000 tokens take is measured by benchmarks/bench_hot_paths.py, not here.
     values = pd.Series([f"customer.{i}@example.com" for i in range(200_000)], dtype="str")
-    tokens(KEY, values.head(10), "email")
-    start = time.perf_counter()
     result = tokens(KEY, values, "email")
-    elapsed = time.perf_counter() - start
     assert result.notna().all()
-    assert elapsed < 1.0, f"200,000 tokens took {elapsed:.2f} s"
+    assert result.nunique() == len(values)
 
 
 def test_key_file_created_private_then_reused(tmp_path, monkeypatch):
