@@ -50,6 +50,9 @@ def test_production_instance_keeps_runs_and_events_in_postgresql(tmp_path, postg
         result = dg.materialize([answer], instance=instance)
         assert result.success
         assert instance.get_concurrency_config().pool_config.default_pool_limit == 4
+        # A run that lost a Celery worker mid-step is not awaited forever.
+        assert instance.run_monitoring_enabled
+        assert instance.run_monitoring_max_runtime_seconds == 6 * 3600
     engine = sa.create_engine(url)
     with engine.connect() as conn:
         runs = conn.exec_driver_sql("SELECT run_id, status FROM runs").all()
