@@ -13,6 +13,7 @@ mid-write, removal markers) start with ``_``, which dataset discovery skips, and
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import uuid
@@ -33,7 +34,15 @@ from de_assets.security.redaction import redact_url
 from de_assets.storage.filesystem import ensure_folder, open_folder
 from de_assets.storage.io_manager import TierIOManager
 from de_assets.storage.schema import merge_schemas
-from de_assets.storage.tier import PartitionKey, PartitionState, TableRef, TierStore, WriteStats, describe
+from de_assets.storage.tier import (
+    PartitionKey,
+    PartitionState,
+    StorageError,
+    TableRef,
+    TierStore,
+    WriteStats,
+    describe,
+)
 
 TIER = "cold"
 PARTITION_FILE = "part-0.parquet"
@@ -45,11 +54,30 @@ _TEMPORARY_SUFFIX = ".parquet.tmp"
 _TEMPORARY_GLOB = f"_tmp-*{_TEMPORARY_SUFFIX}"
 # Footers of many partitions are read in parallel: on object stores each one is a round trip.
 _FOOTER_THREADS = 16
+# Attempts at reading a partition that other processes keep replacing (object stores, see _read_whole).
+_READ_ATTEMPTS = 5
 
 
 def _write_parquet(table: pa.Table, path: str, fs: AbstractFileSystem) -> None:
     """Write one Parquet file (kept separate so tests can simulate a crash mid-write)."""
     pq.write_table(table, path, filesystem=fs, compression=COMPRESSION)
+
+
+def _read_whole(fs: AbstractFileSystem, path: str, columns: list[str] | None) -> pa.Table:
+    """One data file, read whole in one version.
+
+    On an object store a file is read in several ranged requests, each pinned to the version (ETag)
+    the first one saw; a partition replaced in between ends the read with s3fs's FileExpired, an
+    OSError with errno EBUSY (never mixed bytes). Reading again gets the new version, whole: a replace
+    is itself whole.
+    """
+    for attempt in range(1, _READ_ATTEMPTS + 1):
+        try:
+            return pq.read_table(path, filesystem=fs, partitioning=None, columns=columns)
+        except OSError as error:
+            if error.errno != errno.EBUSY or attempt == _READ_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _move(fs: AbstractFileSystem, source: str, target: str) -> None:
@@ -306,10 +334,7 @@ class ColdStore:
             return states, _select(schema.empty_table(), columns, where).to_pandas()
         # partitioning=None: the columns are in the file; the folder name must not add a "day" column.
         wanted = None if columns is None else list(columns)
-        tables = [
-            pq.read_table(self._data_path(base, table, k), filesystem=fs, partitioning=None, columns=wanted)
-            for k in present
-        ]
+        tables = [_read_whole(fs, self._data_path(base, table, k), wanted) for k in present]
         schema = unify([t.schema for t in tables], where)
         tables = [t if t.schema.equals(schema) else _conform(t, schema) for t in tables]
         combined = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
@@ -328,12 +353,21 @@ class ColdStore:
             source = fs.open(path, "rb")
         except FileNotFoundError:
             return
-        with source, pq.ParquetFile(source) as parquet:
-            schema = parquet.schema_arrow
-            if columns is not None:
-                schema = _select(schema.empty_table(), columns, where).schema
-            for batch in parquet.iter_batches(batch_size=rows, columns=schema.names):
-                yield pa.Table.from_batches([batch]).replace_schema_metadata(schema.metadata).to_pandas()
+        try:
+            with source, pq.ParquetFile(source) as parquet:
+                schema = parquet.schema_arrow
+                if columns is not None:
+                    schema = _select(schema.empty_table(), columns, where).schema
+                for batch in parquet.iter_batches(batch_size=rows, columns=schema.names):
+                    yield pa.Table.from_batches([batch]).replace_schema_metadata(schema.metadata).to_pandas()
+        except OSError as error:
+            if error.errno != errno.EBUSY:
+                raise
+            # Batches already handed out cannot be taken back: the caller's step fails, and its retry
+            # reads the new version from the start (see _read_whole).
+            raise StorageError(
+                f"{where} was replaced by another process while being read in batches; read it again"
+            ) from error
 
     def partitions(self, table: TableRef) -> dict[str, PartitionState]:
         """Every partition folder of ``table`` and its state (one listing)."""

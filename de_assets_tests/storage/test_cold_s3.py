@@ -199,3 +199,26 @@ def test_a_missing_bucket_fails_the_write_and_is_never_created(s3_bucket, separa
     with pytest.raises(FileNotFoundError):
         LandingFolder(f"s3://{missing}/landing").write_atomic("clickstream_2024-01-01_01.jsonl", b"{}\n")
     assert not separate_s3.exists(missing)
+
+
+def test_a_read_that_a_rewrite_overtakes_reads_the_new_version_whole(store, s3_bucket, monkeypatch):
+    old, new = orders(1, 20_000), orders(100_000, 30_000)
+    store.write(DAILY, {DAYS[0]: old})
+    real_read_table = cold.pq.read_table
+    overtaken: list[str] = []
+
+    def overtaken_once(path, *, filesystem, **options):
+        if overtaken:
+            return real_read_table(path, filesystem=filesystem, **options)
+        overtaken.append(path)
+        handle = filesystem.open(path, "rb")  # the read begins: pinned to the old version's ETag
+        other_process(s3_bucket).write(DAILY, {DAYS[0]: new})  # another process replaces the partition
+        with handle:
+            return real_read_table(handle, **options)  # the server refuses the old version's ranges
+
+    monkeypatch.setattr(cold.pq, "read_table", overtaken_once)
+    # The first attempt fails on the server's If-Match (FileExpired), never with mixed bytes; the
+    # second reads the new version whole.
+    pd.testing.assert_frame_equal(store.read(DAILY, [DAYS[0]]), new)
+    assert len(overtaken) == 1
+
