@@ -221,4 +221,3 @@ def test_a_read_that_a_rewrite_overtakes_reads_the_new_version_whole(store, s3_b
     # second reads the new version whole.
     pd.testing.assert_frame_equal(store.read(DAILY, [DAYS[0]]), new)
     assert len(overtaken) == 1
-
