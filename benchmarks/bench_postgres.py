@@ -50,6 +50,7 @@ from bench_storage import (
 )
 
 from de_assets.storage.hot import HotTierIOManager
+from de_assets.storage.hot_postgres import adbc_uri
 from de_assets_tests.servers.postgres import running_postgres
 
 # to_sql sends rows through Python one statement batch at a time (~15 s per million rows): sample it.
@@ -64,7 +65,7 @@ class CopyNative:
     url: str
 
     def _uri(self) -> str:
-        return sa.make_url(self.url).set(drivername="postgresql").render_as_string(hide_password=False)
+        return adbc_uri(sa.make_url(self.url))
 
     def writer(self, frame: pd.DataFrame) -> Writer:
         def write() -> None:

@@ -20,16 +20,20 @@ the SQLAlchemy transaction, so every partition of a multi-partition read comes f
 
 from __future__ import annotations
 
+import functools
 import secrets
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
+from typing import Any
+from urllib.parse import quote, urlencode
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
+from de_assets.security.redaction import redact_sqlalchemy_url
 from de_assets.storage.hot_dialects import KEY_COLUMN, GenericDialect
 from de_assets.storage.tier import StorageError, TableRef
 
@@ -39,9 +43,43 @@ _ORPHAN_AGE_SECONDS = 3600
 _STAGING_PATTERN = r"__s[0-9]{10}_[0-9a-f]{8}$"
 
 
-def _adbc_uri(url: sa.URL) -> str:
-    """The libpq URI of a SQLAlchemy PostgreSQL URL (any driver), password included."""
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+def adbc_uri(url: sa.URL) -> str:
+    """The libpq URI of a SQLAlchemy PostgreSQL URL (any driver), password included.
+
+    Every part is percent-encoded: SQLAlchemy leaves e.g. a space in a password as it is, which libpq
+    refuses (quoting the password in its error).
+    """
+    encode = functools.partial(quote, safe="")
+    userinfo = ""
+    if url.username:
+        password = "" if url.password is None else f":{encode(str(url.password))}"
+        userinfo = f"{encode(url.username)}{password}@"
+    host = url.host or ""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 address
+    port = f":{url.port}" if url.port else ""
+    database = f"/{encode(url.database)}" if url.database else ""
+    pairs = [(k, v) for k, values in url.query.items() for v in ((values,) if isinstance(values, str) else values)]
+    query = f"?{urlencode(pairs)}" if pairs else ""
+    return f"postgresql://{userinfo}{host}{port}{database}{query}"
+
+
+@contextmanager
+def _adbc_connection(url: sa.URL, **options: object) -> Iterator[Any]:
+    """An ADBC connection to ``url``; a failure to connect names the database, never the password."""
+    import adbc_driver_postgresql.dbapi as adbc
+
+    try:
+        conn = adbc.connect(adbc_uri(url), **options)
+    except Exception as error:
+        text = str(error)
+        for secret in {str(url.password or ""), quote(str(url.password or ""), safe="")} - {""}:
+            text = text.replace(secret, "***")
+        raise StorageError(
+            f"cannot connect to the hot tier {redact_sqlalchemy_url(url.render_as_string())} through ADBC: {text}"
+        ) from None
+    with conn:
+        yield conn
 
 
 def _copy_ready(column: pa.ChunkedArray, target: sa.types.TypeEngine) -> pa.ChunkedArray:
@@ -144,13 +182,11 @@ END $$""",
     def staged(
         self, url: sa.URL, target: sa.Table, incoming: Mapping[str | None, pa.Table]
     ) -> Iterator[Mapping[str | None, object]]:
-        import adbc_driver_postgresql.dbapi as adbc
-
         compiler = postgresql.psycopg.dialect()
         prep = compiler.identifier_preparer
         staged: dict[str | None, sa.Table | None] = {}
         try:
-            with adbc.connect(_adbc_uri(url)) as conn, conn.cursor() as cursor:
+            with _adbc_connection(url) as conn, conn.cursor() as cursor:
                 if target.schema is not None:
                     cursor.execute(f"CREATE SCHEMA IF NOT EXISTS {prep.quote_schema(target.schema)}")
                 for key, data in incoming.items():
@@ -233,8 +269,6 @@ END $$""",
     def select(self, conn: sa.Connection, table: sa.Table, schema: pa.Schema, key: str | None) -> pa.Table:
         if not schema.names:
             return pa.table({})
-        import adbc_driver_postgresql.dbapi as adbc
-
         prep = conn.dialect.identifier_preparer
         sql = f"SELECT {', '.join(prep.quote(n) for n in schema.names)} FROM {prep.format_table(table)}"
         if key is not None:
@@ -242,7 +276,7 @@ END $$""",
             # as fast). Keys are validated names (de_assets.security.identifiers) and quoted anyway.
             sql = f"{sql} WHERE {prep.quote(KEY_COLUMN)} = {_quoted(key)}"
         snapshot = conn.execute(sa.select(sa.func.pg_export_snapshot())).scalar_one()
-        with adbc.connect(_adbc_uri(conn.engine.url), autocommit=True) as reader, reader.cursor() as cursor:
+        with _adbc_connection(conn.engine.url, autocommit=True) as reader, reader.cursor() as cursor:
             # The SQLAlchemy transaction's snapshot: what it saw in the catalog is what is read.
             cursor.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             cursor.execute(f"SET TRANSACTION SNAPSHOT {_quoted(snapshot)}")
