@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from de_assets.orchestration.pools import HOT_TIER_POOL
 from de_assets.security.identifiers import UnsafeNameError, safe_column_names
 from de_assets.security.redaction import RedactedRepr, redact_sqlalchemy_url
-from de_assets.storage.hot_dialects import KEY_COLUMN, GenericDialect, dialect_for, sql_type
+from de_assets.storage.hot_dialects import KEY_COLUMN, META_STAGE, GenericDialect, dialect_for, sql_type
 from de_assets.storage.io_manager import TierIOManager
 from de_assets.storage.schema import merge_schemas, merged_type
 from de_assets.storage.tier import (
@@ -40,7 +40,6 @@ from de_assets.storage.tier import (
 )
 
 TIER = "hot"
-META_STAGE = "de_assets_meta"
 # Catalog key of an unpartitioned table's single "partition".
 _WHOLE_TABLE = ""
 
@@ -153,15 +152,23 @@ def _catalog(qualifier: str, has_schemas: bool) -> tuple[sa.Table, sa.Table]:
 class _Session:
     """The statements of one transaction: catalog and table definitions on one connection."""
 
-    def __init__(self, conn: sa.Connection, dialect: GenericDialect) -> None:
+    def __init__(self, conn: sa.Connection, dialect: GenericDialect, create_catalog: bool = True) -> None:
         self.conn = conn
         self.dialect = dialect
         self.qualifier = dialect.schema_qualifier(conn)
         self.tables, self.partitions = _catalog(self.qualifier, dialect.has_schemas)
-        if dialect.has_schemas:
-            conn.execute(sa.schema.CreateSchema(self.qualifier + META_STAGE, if_not_exists=True))
+        if create_catalog:
+            self.create_catalog()
+
+    def create_catalog(self) -> None:
+        if self.dialect.has_schemas:
+            self.conn.execute(sa.schema.CreateSchema(self.qualifier + META_STAGE, if_not_exists=True))
         for catalog in (self.tables, self.partitions):
-            conn.execute(sa.schema.CreateTable(catalog, if_not_exists=True))
+            self.conn.execute(sa.schema.CreateTable(catalog, if_not_exists=True))
+
+    def catalog_exists(self) -> bool:
+        inspector = sa.inspect(self.conn)
+        return all(inspector.has_table(t.name, schema=t.schema) for t in (self.tables, self.partitions))
 
     def definition(self, table: TableRef, declared: pa.Schema) -> sa.Table:
         columns = [(f.name, sql_type(f.type, self.dialect.null_type)) for f in declared]
@@ -231,6 +238,7 @@ class _Session:
         self.dialect.delete(self.conn, target, keys)
 
     def create(self, target: sa.Table) -> None:
+        self.dialect.lock_for_ddl(self.conn)
         if target.schema is not None:
             self.conn.execute(sa.schema.CreateSchema(target.schema, if_not_exists=True))
         self.conn.execute(sa.schema.CreateTable(target, if_not_exists=True))
@@ -268,9 +276,24 @@ class HotStore(TierStore):
             self._url, poolclass=sa.pool.NullPool, **self._dialect.engine_options(self._lock_timeout)
         )
         self._dialect.configure(engine)
+        apart = self._dialect.creates_catalog_apart
         try:
-            with self._connect(engine) as conn, conn.begin():
-                yield _Session(conn, self._dialect)
+            with self._connect(engine) as conn:
+                if apart:
+                    with conn.begin():
+                        bootstrap = _Session(conn, self._dialect, create_catalog=False)
+                        if not bootstrap.catalog_exists():
+                            self._dialect.lock_for_ddl(conn)
+                            bootstrap.create_catalog()
+                with conn.begin():
+                    yield _Session(conn, self._dialect, create_catalog=not apart)
+        except sa.exc.DBAPIError as error:
+            if self._dialect.is_lock_timeout(error):
+                raise HotTierLockedError(
+                    f"gave up after {self._lock_timeout:g} s waiting for another reader or writer of the "
+                    f"same table in the hot tier {self._shown_url}; it is retried with the run"
+                ) from error
+            raise
         finally:
             engine.dispose()
 
@@ -305,8 +328,14 @@ class HotStore(TierStore):
             self._url, poolclass=sa.pool.NullPool, **self._dialect.engine_options(self._lock_timeout)
         )
         try:
-            # Outside any transaction: DuckDB refuses to CHECKPOINT while one is open, its own included.
-            with self._connect(engine) as conn:
+            # Outside any transaction: DuckDB refuses to CHECKPOINT while one is open, its own included;
+            # on PostgreSQL a database-wide ANALYZE in one transaction would hold every table's lock.
+            with self._connect(engine) as connection:
+                conn = (
+                    connection.execution_options(isolation_level="AUTOCOMMIT")
+                    if self._dialect.maintains_in_autocommit
+                    else connection
+                )
                 for statement in statements:
                     conn.exec_driver_sql(statement)
                 conn.commit()

@@ -26,6 +26,8 @@ from de_assets.storage.tier import StorageError, TableRef
 
 # System column holding a partitioned table's partition key; stripped on read.
 KEY_COLUMN = "_partition"
+# The schema of the hot tier's own catalog (each table's declared schema, each partition's state).
+META_STAGE = "de_assets_meta"
 # Partition keys are validated to at most 128 characters (de_assets.security.identifiers).
 _KEY_TYPE = sa.String(128)
 # Rows per executemany batch on the generic path: bounds the Python objects alive at once.
@@ -119,6 +121,19 @@ class GenericDialect:
 
     def lock_for_read(self, conn: sa.Connection, physical_name: str) -> None:
         """Keep writers of one table out until the reading transaction ends (see PostgreSQL's)."""
+
+    def lock_for_ddl(self, conn: sa.Connection) -> None:
+        """Serialise creating schemas and catalog tables (``IF NOT EXISTS`` races on a server database)."""
+
+    # Whether the catalog is created in a short transaction of its own before each session's work
+    # (a database server with concurrent sessions), instead of inside that work's transaction.
+    creates_catalog_apart = False
+    # Whether housekeeping statements run outside a transaction, each committing on its own.
+    maintains_in_autocommit = False
+
+    def is_lock_timeout(self, error: sa.exc.DBAPIError) -> bool:
+        """Whether a statement gave up waiting for a lock (the database's own lock timeout)."""
+        return False
 
     def schema_qualifier(self, conn: sa.Connection) -> str:
         """Prefix that makes a schema name unambiguous on this connection (``""`` when not needed)."""

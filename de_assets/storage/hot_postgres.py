@@ -34,11 +34,13 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from de_assets.security.redaction import redact_sqlalchemy_url
-from de_assets.storage.hot_dialects import KEY_COLUMN, GenericDialect
+from de_assets.storage.hot_dialects import KEY_COLUMN, META_STAGE, GenericDialect
 from de_assets.storage.tier import StorageError, TableRef
 
 # Unattached staging tables older than this are orphans of a crashed write (maintenance drops them).
-_ORPHAN_AGE_SECONDS = 3600
+# A live write stages for minutes at most (its lock waits give up after the lock timeout); the margin
+# covers clocks that disagree, since the age is the writer's clock, in the table's name.
+_ORPHAN_AGE_SECONDS = 6 * 3600
 # Staging table names: <table prefix>__s<unix seconds>_<8 hex>; 63 bytes is PostgreSQL's limit.
 _STAGING_PATTERN = r"__s[0-9]{10}_[0-9a-f]{8}$"
 
@@ -59,7 +61,9 @@ def adbc_uri(url: sa.URL) -> str:
         host = f"[{host}]"  # an IPv6 address
     port = f":{url.port}" if url.port else ""
     database = f"/{encode(url.database)}" if url.database else ""
-    pairs = [(k, v) for k, values in url.query.items() for v in ((values,) if isinstance(values, str) else values)]
+    pairs = [
+        (k, v) for k, values in url.query.items() for v in ((values,) if isinstance(values, str) else values)
+    ]
     query = f"?{urlencode(pairs)}" if pairs else ""
     return f"postgresql://{userinfo}{host}{port}{database}{query}"
 
@@ -119,10 +123,28 @@ def _copy_table(data: pa.Table, target: sa.Table) -> pa.Table:
     return pa.table({name: _copy_ready(data[name], target.c[name].type) for name in data.column_names})
 
 
+# The advisory lock that serialises creating schemas and the catalog (one per database).
+_DDL_LOCK_NAME = "de_assets: schemas and catalog"
+
+
 class PostgresDialect(GenericDialect):
     # Partitions are child tables: replacing one is a catalog swap, reading one scans only it.
     index_partitions = False
     stages_rows = True
+    creates_catalog_apart = True
+    maintains_in_autocommit = True
+
+    def engine_options(self, lock_timeout_seconds: float) -> dict[str, object]:
+        # Every lock wait (the tables' advisory locks included) gives up after the hot tier's timeout.
+        return {"connect_args": {"options": f"-c lock_timeout={max(1, round(lock_timeout_seconds * 1000))}"}}
+
+    def is_lock_timeout(self, error: sa.exc.DBAPIError) -> bool:
+        return getattr(error.orig, "sqlstate", None) == "55P03"  # lock_not_available
+
+    def lock_for_ddl(self, conn: sa.Connection) -> None:
+        # Two sessions creating the same schema or table "IF NOT EXISTS" at once: one fails on a unique
+        # index of the system catalog. Taken after a table's own lock, never before one.
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(_DDL_LOCK_NAME, 0))))
 
     def sa_table(
         self, qualifier: str, table: TableRef, columns: Sequence[tuple[str, sa.types.TypeEngine]]
@@ -147,7 +169,7 @@ class PostgresDialect(GenericDialect):
         )
 
     def maintenance_statements(self) -> tuple[str, ...]:
-        # Orphans of a crashed write: staging tables never attached, older than an hour.
+        # Orphans of a crashed write: staging tables never attached, in the stages' schemas only, old.
         return (
             f"""DO $$
 DECLARE orphan record;
@@ -155,6 +177,7 @@ BEGIN
   FOR orphan IN
     SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE c.relkind = 'r' AND NOT c.relispartition AND c.relname ~ '{_STAGING_PATTERN}'
+      AND n.nspname IN (SELECT stage FROM {META_STAGE}.tables)
       AND substring(c.relname FROM '__s([0-9]{{10}})_')::bigint
           < extract(epoch FROM now()) - {_ORPHAN_AGE_SECONDS}
   LOOP
@@ -188,7 +211,13 @@ END $$""",
         try:
             with _adbc_connection(url) as conn, conn.cursor() as cursor:
                 if target.schema is not None:
-                    cursor.execute(f"CREATE SCHEMA IF NOT EXISTS {prep.quote_schema(target.schema)}")
+                    cursor.execute(f"SELECT to_regnamespace({_quoted(prep.quote_schema(target.schema))})")
+                    if cursor.fetchone()[0] is None:
+                        cursor.execute(
+                            f"SELECT pg_advisory_xact_lock(hashtextextended({_quoted(_DDL_LOCK_NAME)}, 0))"
+                        )
+                        cursor.execute(f"CREATE SCHEMA IF NOT EXISTS {prep.quote_schema(target.schema)}")
+                        conn.commit()
                 for key, data in incoming.items():
                     if not data.num_rows and key is not None:
                         staged[key] = None  # an empty partition has no child table
@@ -246,7 +275,10 @@ END $$""",
 
     def delete(self, conn: sa.Connection, target: sa.Table, keys: Sequence[str | None]) -> None:
         if KEY_COLUMN not in target.c:
-            conn.execute(sa.delete(target))
+            # TRUNCATE, not DELETE: no dead copy of the table per write, and the refill is laid out in
+            # the order written (free space left by a DELETE would interleave rows). Readers are kept
+            # out by the table's advisory lock, as for a child swap.
+            conn.exec_driver_sql(f"TRUNCATE {conn.dialect.identifier_preparer.format_table(target)}")
             return
         prep = conn.dialect.identifier_preparer
         children = conn.execute(

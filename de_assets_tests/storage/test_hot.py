@@ -563,8 +563,8 @@ def test_postgres_partitions_are_swapped_child_tables_and_orphans_are_swept(post
     store = HotStore(url)
     store.write(DAILY, {D1: mixed_frame(0, 3), D2: mixed_frame(3, 2)})
     store.write(DAILY, {D1: mixed_frame(10, 4)})  # replaces D1's child, keeps D2's
-    # An orphan of a write that crashed two hours ago, and one of a write still loading.
-    old, fresh = int(time.time()) - 7200, int(time.time())
+    # An orphan of a write that crashed seven hours ago, and one of a write still loading.
+    old, fresh = int(time.time()) - 7 * 3600, int(time.time())
     postgres_server.execute(
         url,
         f"CREATE TABLE ingestion.events__s{old:010d}_0123abcd (x int)",
@@ -650,3 +650,41 @@ def test_postgres_passwords_with_any_character_reach_the_bulk_path_and_never_an_
         pass
     assert password not in str(refused.value)
     assert quote(password, safe="") not in str(refused.value)
+
+
+def test_postgres_parallel_first_writes_to_a_new_database_all_succeed(postgres_server) -> None:
+    # A first deployment: several steps create the catalog, a stage's schema and their tables at once.
+    url = postgres_server.create_database()
+    tables = [TableRef("transformation", f"table_{n}", partition_field="day") for n in range(8)]
+    errors: list[BaseException] = []
+
+    def write(table: TableRef) -> None:
+        try:
+            HotStore(url).write(table, {D1: mixed_frame(0, 3)})
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=write, args=(table,)) for table in tables]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    for table in tables:
+        pd.testing.assert_frame_equal(HotStore(url).read(table, [D1]), mixed_frame(0, 3))
+
+
+def test_postgres_a_writer_waiting_past_the_lock_timeout_fails_clearly(postgres_server) -> None:
+    url = postgres_server.create_database()
+    HotStore(url).write(DAILY, {D1: mixed_frame(0, 3)})
+    physical = "ingestion.events"
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            # Another session holds the table's lock (a long read, a stuck writer).
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(physical, 0))))
+            with pytest.raises(HotTierLockedError, match=r"gave up after 0\.5 s waiting"):
+                HotStore(url, lock_timeout_seconds=0.5).write(DAILY, {D1: mixed_frame(10, 2)})
+    finally:
+        engine.dispose()
+    pd.testing.assert_frame_equal(HotStore(url).read(DAILY, [D1]), mixed_frame(0, 3))
