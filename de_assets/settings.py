@@ -10,6 +10,7 @@ under ``DE_ASSETS_HOME``.
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -237,6 +238,15 @@ def _check_production(env: Mapping[str, str]) -> None:
                 f"{variable} is an embedded {backend} file, which one process locks and no other machine "
                 "reaches: the production profile needs a database server (postgresql+psycopg://...)"
             )
+    needed = ["dagster_postgres", "dagster_celery"]
+    if sa.make_url(env[HOT_URL]).get_backend_name() == "postgresql":
+        needed.append("adbc_driver_postgresql")  # the hot tier's bulk path
+    missing_packages = [name for name in needed if importlib.util.find_spec(name) is None]
+    if missing_packages:
+        raise SettingsError(
+            f"the production profile needs {', '.join(missing_packages)}: install the production extra "
+            "(pip install 'de_assets[production]', or -e '.[production]' in a checkout)"
+        )
     instance = sa.make_url(_sqlalchemy_url(INSTANCE_DB_URL, env[INSTANCE_DB_URL]))
     if instance.drivername != "postgresql+psycopg2":
         raise SettingsError(

@@ -101,3 +101,20 @@ def test_the_production_profile_refuses_to_start_without_a_pseudonymisation_key(
     assert load_settings({"DE_ASSETS_HOME": str(tmp_path)}).profile == "embedded"
     with pytest.raises(SettingsError, match="DE_ASSETS_PROFILE must be"):
         load_settings({**base, PROFILE: "staging"})
+
+
+def test_the_production_profile_names_the_extra_when_its_packages_are_missing(tmp_path, monkeypatch):
+    import importlib.util
+
+    from de_assets_tests.production_env import PRODUCTION_STORES
+
+    real_find_spec = importlib.util.find_spec
+    # As on a machine where only `pip install de_assets` ran: the production packages are absent.
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "adbc_driver_postgresql" else real_find_spec(name, *a),
+    )
+    env = {"DE_ASSETS_HOME": str(tmp_path), "DE_ASSETS_PROFILE": "production", "DE_ASSETS_PII_KEY": "k" * 64}
+    with pytest.raises(SettingsError, match=r"needs adbc_driver_postgresql: install the production extra"):
+        load_settings({**env, **PRODUCTION_STORES})

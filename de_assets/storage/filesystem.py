@@ -34,9 +34,14 @@ def open_folder(url: str, storage_options: Mapping[str, Any] | None = None) -> t
     return fs, path.rstrip("/")
 
 
+# Object stores: no folders, and "making" the top one makes a bucket (or container).
+_OBJECT_STORE_PROTOCOLS = frozenset({"s3", "s3a", "gcs", "gs", "az", "abfs", "abfss", "adl", "oss"})
+
+
 def ensure_folder(fs: AbstractFileSystem, path: str) -> None:
-    """Make ``path`` a folder where folders exist (local disks). Object stores have no folders, and
-    s3fs's ``makedirs`` would create a missing *bucket*: a misspelt bucket name must fail the write
-    (NoSuchBucket), never send the data to a new bucket."""
-    if isinstance(fs, LocalFileSystem):
+    """Make ``path`` a folder where folders exist (local disks, SFTP, HDFS...). On an object store
+    there is nothing to make, and s3fs's ``makedirs`` would create a missing *bucket*: a misspelt
+    bucket name must fail the write (NoSuchBucket), never send the data to a new bucket."""
+    protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
+    if not protocols & _OBJECT_STORE_PROTOCOLS:
         fs.makedirs(path, exist_ok=True)
