@@ -87,8 +87,10 @@ class PostgresServer:
 
     def stop(self) -> None:
         # SIGINT = "fast" shutdown: running transactions are rolled back, clients disconnected.
-        stop_process_group(self.process, signal.SIGINT)
-        shutil.rmtree(self.folder, ignore_errors=True)
+        try:
+            stop_process_group(self.process, signal.SIGINT)
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def _run(command: list[str], user: str | None) -> None:
@@ -112,21 +114,12 @@ def start_postgres() -> PostgresServer:
     if user is not None:
         account = pwd.getpwnam(user)
         os.chown(folder, account.pw_uid, account.pw_gid)
-    _run(
-        [
-            str(bin_folder / "initdb"),
-            "-D",
-            str(data),
-            "-U",
-            SUPERUSER,
-            "--auth=trust",
-            "-E",
-            "UTF8",
-            "--no-sync",
-            "--locale=C.UTF-8",
-        ],
-        user,
-    )
+    initdb = [str(bin_folder / "initdb"), "-D", str(data), "-U", SUPERUSER, "--auth=trust"]
+    try:
+        _run([*initdb, "-E", "UTF8", "--no-sync", "--locale=C.UTF-8"], user)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     port = free_port()
     log = open(folder / "server.log", "wb")  # noqa: SIM115 - the server writes to it until stopped
     if user is not None:

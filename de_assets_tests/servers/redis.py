@@ -37,8 +37,10 @@ class RedisServer:
         return f"redis://:{self.password}@127.0.0.1:{self.port}/{database}"
 
     def stop(self) -> None:
-        stop_process_group(self.process, signal.SIGTERM)
-        shutil.rmtree(self.folder, ignore_errors=True)
+        try:
+            stop_process_group(self.process, signal.SIGTERM)
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def _answers(port: int, password: str) -> bool:
