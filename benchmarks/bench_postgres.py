@@ -14,7 +14,7 @@ The verdict is the IO manager's total (write + read) over raw COPY's; the target
 
 Usage::
 
-    python benchmarks/bench_postgres.py            # 1,000,000 rows, median of 3 (~2 min)
+    python benchmarks/bench_postgres.py            # 1,000,000 rows, median of 3 (~1 min)
     python benchmarks/bench_postgres.py --quick    # 100,000 rows, 1 repeat (smoke run)
     python benchmarks/bench_postgres.py --check    # exit 1 when the ratio is over the target
 """

@@ -15,10 +15,10 @@ dagster-celery 0.29.27):
   dagster-postgres across machines) and the tiers (the same ``DE_ASSETS_*`` settings), and workers run
   the same code.
 - Pools are honoured: the orchestrator claims a pool slot from the instance before it sends a step and
-  frees it when the step's events come back, so the ``hot_tier`` and ``source_db`` pools still admit
-  one step at a time across all runs and workers. Run-level tag limits (the run queue) do not depend
-  on the executor. Celery priorities come from ``dagster-celery/priority`` tags; ``dagster/priority``
-  has no effect here.
+  frees it when the step's events come back, so the ``hot_tier`` and ``source_db`` limits hold across
+  all runs and workers (4 each on the production instance; tested at 1). Run-level tag limits (the
+  run queue) do not depend on the executor. Celery priorities come from ``dagster-celery/priority``
+  tags; ``dagster/priority`` has no effect here.
 
 Nothing here reads the environment at import: :func:`load_celery_settings` is called by
 ``load_settings``; the broker URL may carry a password, so it reaches the executor as an

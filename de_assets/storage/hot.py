@@ -451,8 +451,8 @@ class HotStore(TierStore):
         wanted = declared if columns is None else _subset(declared, columns, table)
         plain = wanted.remove_metadata()
         parts = [
-            _conform(self._dialect.select(session.conn, target, plain, key), wanted)
-            for key in dict.fromkeys(keys)
+            _conform(data, wanted)
+            for data in self._dialect.select_many(session.conn, target, plain, list(dict.fromkeys(keys)))
         ]
         return (pa.concat_tables(parts) if parts else wanted.empty_table()).to_pandas()
 

@@ -1,10 +1,14 @@
 """How the hot tier talks to each kind of database: table names, SQL types and the bulk paths.
 
 :class:`GenericDialect` works on any SQLAlchemy URL with Core statements (executemany inserts, typed
-selects). A database with a faster native path subclasses it and overrides :meth:`~GenericDialect.insert`
-and :meth:`~GenericDialect.select`: DuckDB scans registered Arrow tables; PostgreSQL ``COPY`` slots in
-the same way. Names reaching SQL here are already validated; they are still quoted by the dialect's
-identifier preparer, and every value is a bound parameter.
+selects). A database with a faster native path subclasses it: DuckDB overrides
+:meth:`~GenericDialect.insert` and :meth:`~GenericDialect.select` (it scans registered Arrow tables);
+PostgreSQL (``hot_postgres.py``) loads rows before the transaction with binary ``COPY`` and overrides
+:meth:`~GenericDialect.staged`, :meth:`~GenericDialect.replace`, :meth:`~GenericDialect.delete` and
+:meth:`~GenericDialect.select_many`. Names reaching SQL here are already validated; they are still
+quoted by the dialect's identifier preparer. Values are bound parameters, except where a bulk path
+needs a parameterless statement (PostgreSQL's partition keys and snapshot id), which quotes them as
+SQL literals.
 """
 
 from __future__ import annotations
@@ -245,6 +249,12 @@ class GenericDialect:
         while a multi-key IN may be planned as a join that interleaves partitions and row groups.
         """
         return self._rows(conn, table, schema, self.key_filter(table, [key]))
+
+    def select_many(
+        self, conn: sa.Connection, table: sa.Table, schema: pa.Schema, keys: Sequence[str | None]
+    ) -> list[pa.Table]:
+        """:meth:`select` of each key, in order (a dialect may share one connection or snapshot)."""
+        return [self.select(conn, table, schema, key) for key in keys]
 
     def select_where(
         self, conn: sa.Connection, table: sa.Table, schema: pa.Schema, column: str, values: Sequence[object]

@@ -14,8 +14,9 @@ A crash between the two leaves an unattached table; the write's own clean-up dro
 maintenance job drops any older than an hour. An unpartitioned table is loaded the same way and
 copied in with ``INSERT ... SELECT`` inside the transaction.
 
-Reads of a partition go through ADBC too (``COPY`` out, Arrow-native), inside a snapshot exported by
-the SQLAlchemy transaction, so every partition of a multi-partition read comes from one moment.
+Reads go through ADBC too (``COPY`` out, Arrow-native): every partition of a read through one
+connection, in the snapshot exported by the SQLAlchemy transaction that read the catalog. Readers
+share an advisory lock on the table that writers take alone, because swapping tables is not MVCC-safe.
 """
 
 from __future__ import annotations
@@ -299,34 +300,43 @@ END $$""",
     # --- reads --------------------------------------------------------------------------------------
 
     def select(self, conn: sa.Connection, table: sa.Table, schema: pa.Schema, key: str | None) -> pa.Table:
+        return self.select_many(conn, table, schema, [key])[0]
+
+    def select_many(
+        self, conn: sa.Connection, table: sa.Table, schema: pa.Schema, keys: Sequence[str | None]
+    ) -> list[pa.Table]:
+        """Each partition of ``keys`` through one ADBC connection, all in one snapshot: the one of the
+        SQLAlchemy transaction that read the catalog (readers also hold the table's shared lock)."""
         if not schema.names:
-            return pa.table({})
+            return [pa.table({}) for _ in keys]
         prep = conn.dialect.identifier_preparer
-        sql = f"SELECT {', '.join(prep.quote(n) for n in schema.names)} FROM {prep.format_table(table)}"
-        if key is not None:
-            # A literal, not a bound parameter: ADBC streams a parameterless query as binary COPY (twice
-            # as fast). Keys are validated names (de_assets.security.identifiers) and quoted anyway.
-            sql = f"{sql} WHERE {prep.quote(KEY_COLUMN)} = {_quoted(key)}"
+        select = f"SELECT {', '.join(prep.quote(n) for n in schema.names)} FROM {prep.format_table(table)}"
         snapshot = conn.execute(sa.select(sa.func.pg_export_snapshot())).scalar_one()
+        parts: list[pa.Table] = []
         with _adbc_connection(conn.engine.url, autocommit=True) as reader, reader.cursor() as cursor:
-            # The SQLAlchemy transaction's snapshot: what it saw in the catalog is what is read.
             cursor.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             cursor.execute(f"SET TRANSACTION SNAPSHOT {_quoted(snapshot)}")
             # Rows come back in the order they were written (a child is only ever bulk-loaded): no
             # parallel workers interleaving their pages, no scan joining another one mid-table.
             cursor.execute("SET LOCAL max_parallel_workers_per_gather = 0")
             cursor.execute("SET LOCAL synchronize_seqscans = off")
-            cursor.execute(sql)
-            data = cursor.fetch_arrow_table()
+            for key in keys:
+                # A literal, not a bound parameter: ADBC streams a parameterless query as binary COPY
+                # (twice as fast). Keys are validated names (de_assets.security.identifiers), quoted.
+                where = "" if key is None else f" WHERE {prep.quote(KEY_COLUMN)} = {_quoted(key)}"
+                cursor.execute(select + where)
+                parts.append(cursor.fetch_arrow_table())
             cursor.execute("COMMIT")
-        if data.num_columns != len(schema):
-            raise StorageError(
-                f"{prep.format_table(table)}: expected columns {schema.names}, got {data.column_names}"
-            )
+        for data in parts:
+            if data.num_columns != len(schema):
+                raise StorageError(
+                    f"{prep.format_table(table)}: expected columns {schema.names}, got {data.column_names}"
+                )
         # Numeric arrives as text from the driver; the caller casts every column to the declared type.
-        return pa.table(
-            [_from_copy(data.column(i), field.type) for i, field in enumerate(schema)], names=schema.names
-        )
+        return [
+            pa.table([_from_copy(d.column(i), f.type) for i, f in enumerate(schema)], names=schema.names)
+            for d in parts
+        ]
 
 
 def _from_copy(column: pa.ChunkedArray, wanted: pa.DataType) -> pa.ChunkedArray:
