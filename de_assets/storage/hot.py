@@ -170,6 +170,14 @@ class _Session:
         inspector = sa.inspect(self.conn)
         return all(inspector.has_table(t.name, schema=t.schema) for t in (self.tables, self.partitions))
 
+    def lock(self, table: TableRef, exclusive: bool) -> None:
+        """Until the transaction ends: ``exclusive`` for a writer of ``table``, shared for a reader."""
+        physical = _physical_name(self.dialect, table)
+        if exclusive:
+            self.dialect.lock_for_write(self.conn, physical)
+        else:
+            self.dialect.lock_for_read(self.conn, physical)
+
     def definition(self, table: TableRef, declared: pa.Schema) -> sa.Table:
         columns = [(f.name, sql_type(f.type, self.dialect.null_type)) for f in declared]
         return self.dialect.sa_table(self.qualifier, table, columns)
@@ -357,7 +365,7 @@ class HotStore(TierStore):
         where = describe(TIER, table, list(incoming))
         staging_target = self._staging_target(table, incoming, where)
         with self._dialect.staged(self._url, staging_target, incoming) as staged, self._session() as session:
-            self._dialect.lock_for_write(session.conn, _physical_name(self._dialect, table))
+            session.lock(table, exclusive=True)
             stored = session.declared(table)
             declared = stored
             for data in incoming.values():
@@ -383,14 +391,15 @@ class HotStore(TierStore):
 
     def _staging_target(
         self, table: TableRef, incoming: Mapping[PartitionKey, pa.Table], where: str
-    ) -> sa.Table:
-        """The table as this write will define it, for a dialect that loads rows before the transaction.
+    ) -> sa.Table | None:
+        """The table as this write will define it, for a dialect that loads rows before the transaction
+        (None for the others).
 
         Read in a short transaction of its own; :meth:`write` re-reads it under its lock and a dialect
         adapts staged rows to any column another writer added in between.
         """
         if not self._dialect.stages_rows:
-            return sa.Table("unused", sa.MetaData())
+            return None
         with self._session() as session:
             declared = session.declared(table)
             for data in incoming.values():
@@ -406,7 +415,7 @@ class HotStore(TierStore):
     def read(self, table: TableRef, keys: Sequence[PartitionKey]) -> pd.DataFrame:
         checked = [table.check_key(k) for k in keys]
         with self._session() as session:
-            self._dialect.lock_for_read(session.conn, _physical_name(self._dialect, table))
+            session.lock(table, exclusive=False)
             return self._read(session, table, checked)
 
     def load(
@@ -415,7 +424,7 @@ class HotStore(TierStore):
         """``columns``: read only these (default all); the database sends nothing else."""
         checked = [table.check_key(k) for k in keys]
         with self._session() as session:
-            self._dialect.lock_for_read(session.conn, _physical_name(self._dialect, table))
+            session.lock(table, exclusive=False)
             states = self._states(session, table, checked)
             present = [k for k in checked if states[k] is PartitionState.PRESENT]
             return states, self._read(session, table, present, columns)
@@ -464,7 +473,7 @@ class HotStore(TierStore):
         wanted = list(dict.fromkeys(columns))
         unique = list(dict.fromkeys(values))
         with self._session() as session:
-            self._dialect.lock_for_read(session.conn, _physical_name(self._dialect, table))
+            session.lock(table, exclusive=False)
             declared = session.declared(table)
             if declared is None:
                 return pd.DataFrame({name: pd.Series(dtype="object") for name in wanted})
@@ -485,7 +494,7 @@ class HotStore(TierStore):
     def remove(self, table: TableRef, key: PartitionKey, reason: str) -> None:
         key = table.check_key(key)
         with self._session() as session:
-            self._dialect.lock_for_write(session.conn, _physical_name(self._dialect, table))
+            session.lock(table, exclusive=True)
             declared = session.declared(table)
             if declared is not None:
                 session.delete(session.definition(table, declared), [key])
@@ -504,7 +513,7 @@ class HotStore(TierStore):
         """Drop the partition's rows and record, in the same transaction, that the cold tier holds it."""
         key = table.check_key(key) or ""
         with self._session() as session:
-            self._dialect.lock_for_write(session.conn, _physical_name(self._dialect, table))
+            session.lock(table, exclusive=True)
             declared = session.declared(table)
             if declared is not None:
                 session.delete(session.definition(table, declared), [key])

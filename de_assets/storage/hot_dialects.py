@@ -196,7 +196,7 @@ class GenericDialect:
 
     @contextmanager
     def staged(
-        self, url: sa.URL, target: sa.Table, incoming: Mapping[str | None, pa.Table]
+        self, url: sa.URL, target: sa.Table | None, incoming: Mapping[str | None, pa.Table]
     ) -> Iterator[Mapping[str | None, object]]:
         """Load the rows somewhere no reader looks, before the write transaction starts.
 

@@ -204,8 +204,9 @@ END $$""",
 
     @contextmanager
     def staged(
-        self, url: sa.URL, target: sa.Table, incoming: Mapping[str | None, pa.Table]
+        self, url: sa.URL, target: sa.Table | None, incoming: Mapping[str | None, pa.Table]
     ) -> Iterator[Mapping[str | None, object]]:
+        assert target is not None  # HotStore builds it for every dialect that stages rows
         compiler = postgresql.psycopg.dialect()
         prep = compiler.identifier_preparer
         staged: dict[str | None, sa.Table | None] = {}

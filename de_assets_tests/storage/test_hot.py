@@ -1,5 +1,6 @@
 """The hot tier: HotStore on DuckDB and SQLite, and HotTierIOManager inside Dagster runs."""
 
+import contextlib
 import datetime as dt
 import subprocess
 import sys
@@ -688,3 +689,30 @@ def test_postgres_a_writer_waiting_past_the_lock_timeout_fails_clearly(postgres_
     finally:
         engine.dispose()
     pd.testing.assert_frame_equal(HotStore(url).read(DAILY, [D1]), mixed_frame(0, 3))
+
+
+def test_postgres_a_column_another_writer_adds_while_rows_are_staged_is_added_to_them(
+    postgres_server, monkeypatch
+) -> None:
+    url = postgres_server.create_database()
+    HotStore(url).write(DAILY, {D1: mixed_frame(0, 3)})
+    staged_for_real = hot_postgres.PostgresDialect.staged
+    interleaved: list[bool] = []
+
+    @contextlib.contextmanager
+    def another_writer_between(self, url_, target, incoming):
+        with staged_for_real(self, url_, target, incoming) as staged:
+            if not interleaved:  # once: the other writer's own write stages normally
+                interleaved.append(True)
+                HotStore(url).write(DAILY, {D2: mixed_frame(10, 2).assign(extra=1.5)})
+            yield staged
+
+    monkeypatch.setattr(hot_postgres.PostgresDialect, "staged", another_writer_between)
+    HotStore(url).write(DAILY, {D1: mixed_frame(20, 4)})  # staged without "extra", attached with it
+    monkeypatch.undo()
+    both = HotStore(url).read(DAILY, [D1, D2])
+    expected = pd.concat(
+        [mixed_frame(20, 4).assign(extra=np.nan), mixed_frame(10, 2).assign(extra=1.5)], ignore_index=True
+    )
+    pd.testing.assert_frame_equal(both, expected)
+    assert interleaved == [True]
