@@ -202,8 +202,8 @@ class GenericDialect:
 
         A bulk path with a connection of its own (PostgreSQL's binary COPY through ADBC) cannot join
         the SQLAlchemy transaction; it loads here and :meth:`replace` swaps the rows in. ``target`` is
-        the table's definition as it stood before the write. Yields what :meth:`replace` takes per key;
-        here the rows themselves, inserted inside the transaction.
+        the table as this write will define it (None for a dialect that does not stage). Yields what
+        :meth:`replace` takes per key; here the rows themselves, inserted inside the transaction.
         """
         yield incoming
 
