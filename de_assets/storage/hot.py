@@ -275,6 +275,8 @@ class HotStore(TierStore):
         self._shown_url = redact_sqlalchemy_url(url)
         self._dialect = dialect_for(self._url)
         self._lock_timeout = lock_timeout_seconds
+        # Once seen, the catalog stays: later sessions of this store skip the check (a database server).
+        self._catalog_seen = False
 
     @contextmanager
     def _session(self) -> Iterator[_Session]:
@@ -287,12 +289,13 @@ class HotStore(TierStore):
         apart = self._dialect.creates_catalog_apart
         try:
             with self._connect(engine) as conn:
-                if apart:
+                if apart and not self._catalog_seen:
                     with conn.begin():
                         bootstrap = _Session(conn, self._dialect, create_catalog=False)
                         if not bootstrap.catalog_exists():
                             self._dialect.lock_for_ddl(conn)
                             bootstrap.create_catalog()
+                    self._catalog_seen = True
                 with conn.begin():
                     yield _Session(conn, self._dialect, create_catalog=not apart)
         except sa.exc.DBAPIError as error:

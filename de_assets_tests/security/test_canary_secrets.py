@@ -18,13 +18,12 @@ import logging
 import os
 import secrets
 
-import dagster as dg
 import pytest
 
 from de_assets.cli import main
-from de_assets.definitions import build_definitions
-from de_assets.orchestration.alerts import ALERT_WEBHOOK, SENSOR_NAME
+from de_assets.orchestration.alerts import ALERT_WEBHOOK
 from de_assets.settings import ALERT_WEBHOOK_URL, HOME, PII_KEY, build_resources, load_settings
+from de_assets_tests.security.alert_tick import tick_alert_sensor
 from de_assets_tests.security.stored_text import found, tree_texts
 from de_assets_tests.webhook_receiver import WebhookReceiver
 
@@ -90,11 +89,7 @@ def test_canaries_appear_in_no_output_log_or_alert(env, receiver, capfd, caplog)
     argv = ["run", "-v", "--start", first.isoformat(), "--days", "3", "--orders-per-day", "100"]
     argv += ["--events-per-day", "400", "--schema-drift-day", last.isoformat()]
     assert main(argv) == 0
-    settings = load_settings()
-    sensor = build_definitions(settings).resolve_sensor_def(SENSOR_NAME)
-    with dg.DagsterInstance.from_config(str(home / "dagster_home")) as instance:
-        resources = {ALERT_WEBHOOK: build_resources(settings)[ALERT_WEBHOOK]}
-        sensor(dg.build_sensor_context(instance=instance, resources=resources))
+    tick_alert_sensor(home)
     out, err = capfd.readouterr()
 
     # Where the canaries were used: the alert went to the URL with the token, the tokens were made

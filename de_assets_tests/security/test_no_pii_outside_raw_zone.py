@@ -17,14 +17,12 @@ import os
 import sqlite3
 from pathlib import Path
 
-import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
 from de_assets.cli import main
-from de_assets.definitions import build_definitions
-from de_assets.orchestration.alerts import ALERT_WEBHOOK, SENSOR_NAME
-from de_assets.settings import HOME, START_DATE, build_resources, load_settings
+from de_assets.settings import HOME, START_DATE
+from de_assets_tests.security.alert_tick import tick_alert_sensor
 from de_assets_tests.security.stored_text import Texts, found, sqlite_texts, tree_texts
 
 # Values shorter than this are not searched: they could match unrelated text by chance. (The
@@ -53,11 +51,7 @@ def home(tmp_path_factory) -> Path:
         argv = ["run", "--start", DAYS[0], "--days", str(len(DAYS)), "--orders-per-day", "100"]
         argv += ["--events-per-day", "400", "--defect-scale", "10", "--schema-drift-day", DAYS[-1]]
         assert main(argv) == 0
-        settings = load_settings()
-        sensor = build_definitions(settings).resolve_sensor_def(SENSOR_NAME)
-        with dg.DagsterInstance.from_config(str(home / "dagster_home")) as instance:
-            resources = {ALERT_WEBHOOK: build_resources(settings)[ALERT_WEBHOOK]}
-            sensor(dg.build_sensor_context(instance=instance, resources=resources))
+        tick_alert_sensor(home)
     return home
 
 
